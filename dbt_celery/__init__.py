@@ -1,0 +1,91 @@
+"""dbt-celery: run dbt projects on Celery.
+
+One producer task runs a single ``dbt build`` for the whole selection and records each
+node's result in the Celery result backend as dbt finishes it; one light consumer task
+per node reflects that result, chained along the dbt DAG, visible and retryable on its
+own in Flower. Importing this package imports neither dbt nor a Celery app.
+
+``celery -A dbt_celery worker`` starts a worker of the standalone app (built on first
+use of ``dbt_celery.app``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbt_celery.errors import (
+    ConfigurationError,
+    DbtCeleryError,
+    DbtInvocationError,
+    NodeError,
+    NodeFailed,
+    PayloadError,
+    ProducerFailed,
+    ProfileError,
+    ProjectNotFound,
+    SelectionError,
+    UnsupportedBackend,
+    UpstreamFailed,
+    WaitTimedOut,
+)
+from dbt_celery.events import NodeEvent, Outcome
+from dbt_celery.profiles import DuckDBProfile, PostgresProfile, RedshiftProfile
+from dbt_celery.spec import RunSpec
+
+__all__ = [
+    # running
+    "RunSpec",
+    "submit",
+    "DbtRun",
+    "RunStatus",
+    "NodeStatus",
+    "create_app",
+    # profiles
+    "DuckDBProfile",
+    "PostgresProfile",
+    "RedshiftProfile",
+    # records
+    "NodeEvent",
+    "Outcome",
+    # errors
+    "DbtCeleryError",
+    "ConfigurationError",
+    "ProjectNotFound",
+    "ProfileError",
+    "SelectionError",
+    "UnsupportedBackend",
+    "DbtInvocationError",
+    "PayloadError",
+    "NodeError",
+    "NodeFailed",
+    "UpstreamFailed",
+    "ProducerFailed",
+    "WaitTimedOut",
+]
+
+_LAZY = {
+    "submit": "dbt_celery.run",
+    "DbtRun": "dbt_celery.run",
+    "RunStatus": "dbt_celery.run",
+    "NodeStatus": "dbt_celery.run",
+    "create_app": "dbt_celery.config",
+}
+_standalone_app = None
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing dbt_celery never creates a Celery app that would become
+    # the current app of a user's Django or Flask process.
+    global _standalone_app
+    if name == "app":
+        if _standalone_app is None:
+            from dbt_celery.config import create_app
+
+            _standalone_app = create_app()
+            _standalone_app.set_current()
+        return _standalone_app
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dbt_celery' has no attribute {name!r}")

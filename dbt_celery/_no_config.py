@@ -1,0 +1,1 @@
+"""An empty Celery config module: makes the embedded workers ignore any celeryconfig.py."""

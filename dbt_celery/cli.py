@@ -1,0 +1,178 @@
+"""The ``dbt-celery`` command: ``run`` a project through Celery, or show a run's ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from celery import Celery
+from rich.console import Console
+
+from dbt_celery.errors import ConfigurationError, DbtCeleryError
+from dbt_celery.spec import RunSpec
+
+EXIT_OK = 0
+EXIT_NODES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dbt-celery`` console script."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return args.handler(args, console)
+    except DbtCeleryError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbt-celery", description="Run dbt projects on Celery.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="build a dbt project through Celery")
+    run.add_argument("project_dir", help="the dbt project folder")
+    run.add_argument("--select", "-s", nargs="+", default=[], help="dbt --select")
+    run.add_argument("--exclude", nargs="+", default=[], help="dbt --exclude")
+    run.add_argument("--selector", help="a YAML selector of the project")
+    run.add_argument("--vars", help="dbt vars as JSON or YAML, e.g. '{\"day\": \"2026-01-01\"}'")
+    run.add_argument("--full-refresh", action="store_true")
+    run.add_argument("--target", "-t")
+    run.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
+    run.add_argument("--profile-json", help="a built-in profile mapping as JSON instead of profiles.yml")
+    run.add_argument("--threads", type=int)
+    run.add_argument("--retries", type=int, default=1, help="real retries per node (each builds it inline)")
+    run.add_argument("--timeout", type=float, default=None, help="seconds before waiting nodes give up")
+    run.add_argument("--invocation", choices=["in_process", "subprocess"], default="in_process")
+    _add_common(run)
+    run.add_argument("--no-wait", action="store_true", help="print the run id and exit")
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="show a run started elsewhere")
+    status.add_argument("run_id")
+    _add_common(status)
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--app", "-A", help="your Celery app, module:attribute (default: dbt-celery's own)")
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    spec = _spec_from_args(args)
+    spec.check_project()
+    app = _app(args)
+    from dbt_celery.config import is_embedded, state_dir
+
+    if not is_embedded(app):
+        return _submit_and_follow(app, spec, args, console, workers=None)
+    from dbt_celery.embedded import EmbeddedWorkers
+
+    if args.no_wait:
+        raise ConfigurationError("--no-wait needs a broker (CELERY_BROKER_URL): the embedded workers live only as long as this command")
+    with EmbeddedWorkers(state_dir()) as workers:
+        return _submit_and_follow(workers.app, spec, args, console, workers=workers)
+
+
+def _submit_and_follow(app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: object) -> int:
+    from dbt_celery.progress import LiveProgress
+    from dbt_celery.run import submit
+
+    run = submit(spec, app=app)
+    if args.no_wait:
+        print(run.id)
+        return EXIT_OK
+    console.print(f"run [bold]{run.id}[/] submitted")
+
+    def on_update(status: object) -> None:
+        if workers is not None:
+            workers.check()  # type: ignore[attr-defined]
+        if display is not None:
+            display.update(status)  # type: ignore[arg-type]
+
+    display = None if args.json or not console.is_terminal else LiveProgress(console)
+    try:
+        if display is not None:
+            with display:
+                status = run.wait(spec.timeout + 60, on_update=on_update)
+        else:
+            status = run.wait(spec.timeout + 60, on_update=on_update)
+    except TimeoutError as exc:
+        console.print(f"[bold red]timed out:[/] {exc}")
+        return EXIT_TIMEOUT
+    return _report(status, args, console)
+
+
+def _status(args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.run import DbtRun
+
+    status = DbtRun.restore(args.run_id, app=_app(args)).status()
+    return _report(status, args, console)
+
+
+def _report(status: object, args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.progress import failure_lines, result_table
+
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2, sort_keys=True))  # type: ignore[attr-defined]
+    else:
+        out = Console()
+        out.print(result_table(status))  # type: ignore[arg-type]
+        out.print(failure_lines(status))  # type: ignore[arg-type]
+    if not status.done:  # type: ignore[attr-defined]
+        return EXIT_NODES_FAILED
+    return EXIT_OK if status.state == "success" else EXIT_NODES_FAILED  # type: ignore[attr-defined]
+
+
+def _spec_from_args(args: argparse.Namespace) -> RunSpec:
+    project = Path(args.project_dir)
+    profiles_dir = args.profiles_dir
+    if profiles_dir is None and args.profile_json is None and (project / "profiles.yml").is_file():
+        profiles_dir = str(project)
+    profile = None
+    if args.profile_json:
+        try:
+            profile = json.loads(args.profile_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"--profile-json is not valid JSON: {exc}") from None
+    options = {"timeout": args.timeout} if args.timeout else {}
+    spec = RunSpec(
+        project_dir=str(project),
+        profiles_dir=profiles_dir,
+        profile=profile,
+        target=args.target,
+        threads=args.threads,
+        select=args.select,
+        exclude=args.exclude,
+        selector=args.selector,
+        vars=args.vars,
+        full_refresh=args.full_refresh,
+        invocation=args.invocation,
+        retries=args.retries,
+        **options,
+    )
+    return spec.resolved()
+
+
+def _app(args: argparse.Namespace) -> Celery:
+    if args.app:
+        from celery.utils.imports import symbol_by_name
+
+        return symbol_by_name(args.app.replace(":", ".", 0) if ":" in args.app else args.app)
+    import dbt_celery
+
+    return dbt_celery.app
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Run one dbt command and stream a :class:`NodeEvent` for every node as dbt finishes it.
+
+Two modes give the same stream:
+
+* ``in_process``: ``dbtRunner`` with a callback, in a helper thread. The callback only
+  filters and enqueues, so it never blocks dbt's threads, and whatever it raises is
+  kept and re-raised after dbt returns (dbt would otherwise swallow it into a node).
+* ``subprocess``: ``dbt <command> --log-format json --log-level debug`` read line by line.
+
+dbt keeps flags, adapters and its event manager per process, so in-process
+invocations are serialised with a process-wide lock. This is the only module of
+dbt-celery that imports dbt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from dbt_celery.errors import DbtInvocationError
+from dbt_celery.events import (
+    NodeEvent,
+    event_from_node_finished,
+    event_from_run_result,
+    not_run_event,
+)
+
+log = logging.getLogger(__name__)
+
+#: dbt events the stream is built from; every other event is dropped unread.
+STREAM_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError"})
+# Events that mean "this node is skipped because something upstream failed".
+_UPSTREAM_SKIP_EVENTS = frozenset({"SkippingDetails", "LogSkipBecauseError"})
+
+_IN_PROCESS_LOCK = threading.Lock()
+_DONE = object()
+
+
+class NodeEventParser:
+    """Turn dbt's events (as dicts) into :class:`NodeEvent` records, one per finished node."""
+
+    def __init__(self) -> None:
+        self._upstream_skipped: set[str] = set()
+
+    def feed(self, name: str, data: Mapping[str, Any]) -> NodeEvent | None:
+        """Take one event; return a record when it is a node's final event."""
+        unique_id = (data.get("node_info") or {}).get("unique_id")
+        if not unique_id:
+            return None
+        if name in _UPSTREAM_SKIP_EVENTS:
+            self._upstream_skipped.add(unique_id)
+            return None
+        if name == "NodeFinished":
+            return event_from_node_finished(data, upstream_failed=unique_id in self._upstream_skipped)
+        return None
+
+    def upstream_skipped(self, unique_id: str) -> bool:
+        """Say whether dbt skipped this node because an upstream node failed."""
+        return unique_id in self._upstream_skipped
+
+
+class DbtInvocation:
+    """One dbt command. Iterate it to receive node events while dbt runs.
+
+    After iteration, :attr:`success` holds dbt's own verdict and :attr:`error` the
+    reason dbt could not run at all (``None`` when it ran, even with failed nodes).
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        mode: str = "in_process",
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        manifest: Any = None,
+    ) -> None:
+        self.args = list(args)
+        self.mode = mode
+        self.cwd = str(cwd) if cwd else None
+        self.env = dict(env) if env else None
+        self.manifest = manifest
+        self.parser = NodeEventParser()
+        self.success: bool | None = None
+        self.error: str | None = None
+        self.result: Any = None
+        self._process: subprocess.Popen[str] | None = None
+
+    def __iter__(self) -> Iterator[NodeEvent]:
+        if self.mode == "subprocess":
+            return self._run_subprocess()
+        return self._run_in_process()
+
+    def run(self) -> list[NodeEvent]:
+        """Run to completion and return every node event."""
+        return list(self)
+
+    # -- in-process ------------------------------------------------------------------
+    def _run_in_process(self) -> Iterator[NodeEvent]:
+        from dbt.cli.main import dbtRunner
+        from dbt_common.events.functions import msg_to_dict
+
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        callback_errors: list[BaseException] = []
+
+        def on_event(event: Any) -> None:
+            try:
+                name = event.info.name
+                if name in STREAM_EVENTS:
+                    events.put((name, msg_to_dict(event).get("data", {})))
+            except BaseException as exc:  # noqa: BLE001 - dbt would turn it into a node error
+                callback_errors.append(exc)
+
+        def invoke() -> None:
+            try:
+                runner = dbtRunner(manifest=self.manifest, callbacks=[on_event])
+                self.result = runner.invoke(self.args)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                self.result = exc
+            finally:
+                events.put(_DONE)
+
+        with _IN_PROCESS_LOCK, _working_directory(self.cwd), _environment(self.env):
+            thread = threading.Thread(target=invoke, name="dbt-invocation", daemon=True)
+            thread.start()
+            while (item := events.get()) is not _DONE:
+                event = self.parser.feed(*item)
+                if event is not None:
+                    yield event
+            thread.join()
+            release_connections()
+
+        if callback_errors:
+            raise DbtInvocationError(f"dbt event callback failed: {callback_errors[0]!r}") from callback_errors[0]
+        if isinstance(self.result, BaseException):
+            self.success, self.error = False, f"dbt raised {self.result!r}"
+            return
+        self.success = bool(self.result.success)
+        if self.result.exception is not None:
+            self.error = str(self.result.exception)
+
+    # -- subprocess ------------------------------------------------------------------
+    def _run_subprocess(self) -> Iterator[NodeEvent]:
+        command = [dbt_executable(), *self.args[:1], "--log-format", "json", "--log-level", "debug", *self.args[1:]]
+        env = {**os.environ, **(self.env or {})}
+        errors: list[str] = []
+        self._process = process = subprocess.Popen(
+            command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                parsed = _parse_log_line(line)
+                if parsed is None:
+                    continue
+                name, level, data, message = parsed
+                if level == "error" and message:
+                    errors.append(message)
+                if name in STREAM_EVENTS:
+                    event = self.parser.feed(name, data)
+                    if event is not None:
+                        yield event
+            returncode = process.wait()
+        except BaseException:
+            self.interrupt()
+            process.wait()
+            raise
+        self.success = returncode == 0
+        if returncode not in (0, 1):
+            detail = "; ".join(errors[-3:]) or "no error message"
+            self.error = f"dbt exited with code {returncode}: {detail}"
+
+    def interrupt(self) -> None:
+        """Ask a running subprocess dbt to stop, as Ctrl-C would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+
+
+def _parse_log_line(line: str) -> tuple[str, str, dict[str, Any], str] | None:
+    """Return (event name, level, data, message) of a JSON log line; None for anything else."""
+    if not line.startswith("{"):
+        if line.strip():
+            log.debug("dbt: %s", line.rstrip())
+        return None
+    # Most lines are SQL debug chatter: decode only lines that can matter.
+    if '"level": "error"' not in line and not any(f'"name": "{name}"' in line for name in STREAM_EVENTS):
+        return None
+    try:
+        record = json.loads(line)
+        info = record["info"]
+        return info["name"], info.get("level", ""), record.get("data") or {}, info.get("msg", "")
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def dbt_executable() -> str:
+    """Return the ``dbt`` command installed beside this Python, else the one on PATH."""
+    beside = Path(sys.executable).with_name("dbt")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("dbt")
+    if found is None:
+        raise DbtInvocationError("the dbt command was not found; install dbt-core in this environment")
+    return found
+
+
+def release_connections() -> None:
+    """Close every adapter connection this process holds (DuckDB keeps files locked otherwise)."""
+    from dbt.adapters.factory import cleanup_connections
+
+    cleanup_connections()
+    duckdb_connections = sys.modules.get("dbt.adapters.duckdb.connections")
+    if duckdb_connections is not None:
+        duckdb_connections.DuckDBConnectionManager.close_all_connections()
+
+
+def events_for_unreported(
+    selected: Iterable[str], reported: Iterable[str], run_results_path: Path, reason: str
+) -> list[NodeEvent]:
+    """Return a final event for every selected node that dbt's stream never reported.
+
+    dbt writes some nodes only to ``run_results.json`` (``--fail-fast`` skips, a failed
+    ``on-run-start`` hook); those take their status from there. Nodes found nowhere
+    are marked ``not_run`` with ``reason``, so no consumer waits for them.
+    """
+    missing = set(selected) - set(reported)
+    if not missing:
+        return []
+    results = {}
+    with contextlib.suppress(OSError, ValueError):
+        for result in json.loads(run_results_path.read_text()).get("results", []):
+            results[result["unique_id"]] = result
+    events = []
+    for unique_id in sorted(missing):
+        if unique_id in results:
+            # A node dbt skipped without telling the stream was cut off by a failure
+            # elsewhere (fail-fast, a failed hook): a retry can still build it.
+            events.append(event_from_run_result(results[unique_id], upstream_failed=True))
+        else:
+            events.append(not_run_event(unique_id, reason))
+    return events
+
+
+@contextlib.contextmanager
+def _working_directory(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str] | None) -> Iterator[None]:
+    if not extra:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

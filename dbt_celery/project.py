@@ -1,0 +1,175 @@
+"""The project graph: which nodes a run builds, and in what order dbt builds them.
+
+The node set comes from ``dbt ls`` with the run's own selection flags, and the edges
+from dbt's own linker with the test edges ``dbt build`` schedules on (a failing test
+skips the children of the model it tests), restricted to the selection the way dbt
+does it. Nothing here re-implements dbt's selector grammar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable, Mapping
+
+from dbt_celery.commands import Workspace, list_command, parse_command
+from dbt_celery.errors import DbtInvocationError, ProfileError, SelectionError
+from dbt_celery.invocation import DbtInvocation
+from dbt_celery.spec import RunSpec
+
+#: Resource types ``dbt build`` executes, each of which gets a consumer.
+BUILDABLE_TYPES = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function"})
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphNode:
+    """One node of a run, with its neighbours inside the selection."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    selector: str
+    parents: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form kept in a run's plan."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GraphNode":
+        """Rebuild a node from :meth:`to_dict` output."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectGraph:
+    """The selected nodes of a project with the edges ``dbt build`` schedules on."""
+
+    nodes: Mapping[str, GraphNode]
+    manifest: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @classmethod
+    def load(cls, spec: RunSpec, workspace: Workspace) -> "ProjectGraph":
+        """Parse the project (partial parsing reused) and resolve the run's selection."""
+        spec.check_project()
+        workspace.adopt_partial_parse(spec.project_dir)
+        manifest = _parse(spec, workspace)
+        workspace.share_partial_parse(spec.project_dir)
+        selected = _select(spec, workspace, manifest)
+        return cls.from_manifest(manifest, selected)
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, selected: Iterable[str]) -> "ProjectGraph":
+        """Build the graph of ``selected`` from a parsed dbt ``Manifest``."""
+        from dbt.compilation import Linker
+        from dbt.graph import Graph
+
+        buildable = {uid for uid in selected if _is_buildable(manifest, uid)}
+        unit_tests = {uid for uid in buildable if uid in manifest.unit_tests}
+        linker = Linker()
+        linker.link_graph(manifest)
+        manifest.build_parent_and_child_maps()
+        linker.add_test_edges(manifest)
+        graph = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph
+
+        parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
+        # dbt runs a model's unit tests right before the model, and skips the model
+        # when one fails: a unit test sits between the model's parents and the model.
+        for uid in unit_tests:
+            model = manifest.unit_tests[uid].depends_on.nodes[0]
+            parents[uid] = set(parents.get(model, ()))
+            if model in parents:
+                parents[model].add(uid)
+        children: dict[str, set[str]] = {uid: set() for uid in parents}
+        for uid, ups in parents.items():
+            for parent in ups:
+                children[parent].add(uid)
+
+        nodes = {}
+        for uid in parents:
+            node = manifest.unit_tests[uid] if uid in unit_tests else manifest.nodes[uid]
+            nodes[uid] = GraphNode(
+                unique_id=uid,
+                resource_type=str(node.resource_type),
+                name=_display_name(node),
+                selector=_selector(node, uid in unit_tests),
+                parents=tuple(sorted(parents[uid])),
+                children=tuple(sorted(children[uid])),
+                tests=tuple(sorted(_tests_of(manifest, uid, parents))),
+            )
+        return cls(nodes=nodes, manifest=manifest)
+
+    def roots(self) -> list[str]:
+        """Nodes with no parent in the selection."""
+        return [uid for uid, node in self.nodes.items() if not node.parents]
+
+
+def _parse(spec: RunSpec, workspace: Workspace) -> Any:
+    invocation = DbtInvocation(parse_command(spec, workspace), cwd=spec.project_dir)
+    invocation.run()
+    result = invocation.result
+    if invocation.error or not invocation.success:
+        message = invocation.error or "dbt parse failed"
+        if "profile" in message.lower() or "target" in message.lower():
+            raise ProfileError(f"dbt could not load the profile for {spec.project_dir}: {message}")
+        raise DbtInvocationError(f"dbt parse failed for {spec.project_dir}: {message}")
+    return result.result
+
+
+def _select(spec: RunSpec, workspace: Workspace, manifest: Any) -> list[str]:
+    invocation = DbtInvocation(list_command(spec, workspace), cwd=spec.project_dir, manifest=manifest)
+    invocation.run()
+    if invocation.error or not invocation.success:
+        raise SelectionError(f"dbt could not resolve the selection: {invocation.error or 'dbt ls failed'}")
+    selected = [json.loads(line)["unique_id"] for line in invocation.result.result or []]
+    buildable = [uid for uid in selected if _is_buildable(manifest, uid)]
+    if not buildable:
+        flags = " ".join(_describe_selection(spec)) or "(everything)"
+        raise SelectionError(f"the selection {flags} matches no node that dbt build would run")
+    return buildable
+
+
+def _describe_selection(spec: RunSpec) -> list[str]:
+    parts = []
+    if spec.select:
+        parts.append("--select " + " ".join(spec.select))
+    if spec.exclude:
+        parts.append("--exclude " + " ".join(spec.exclude))
+    if spec.selector:
+        parts.append("--selector " + spec.selector)
+    return parts
+
+
+def _is_buildable(manifest: Any, unique_id: str) -> bool:
+    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+    if node is None or str(node.resource_type) not in BUILDABLE_TYPES:
+        return False
+    # Ephemeral models are inlined into their children: dbt builds nothing for them.
+    return getattr(node.config, "materialized", None) != "ephemeral"
+
+
+def _display_name(node: Any) -> str:
+    version = getattr(node, "version", None)
+    return f"{node.name}.v{version}" if version is not None else node.name
+
+
+def _selector(node: Any, is_unit_test: bool) -> str:
+    """A selector that matches exactly this node (dbt ignores bare unique ids)."""
+    fqn = ".".join(str(part) for part in node.fqn)
+    return f"unit_test:{fqn}" if is_unit_test else f"fqn:{fqn}"
+
+
+def _tests_of(manifest: Any, unique_id: str, selected: Mapping[str, Any]) -> list[str]:
+    """The selected tests that depend on ``unique_id`` (a test on two models counts for both)."""
+    if not unique_id.startswith(("model.", "seed.", "snapshot.")):
+        return []
+    return [
+        child
+        for child in manifest.child_map.get(unique_id, ())
+        if child in selected and child.startswith("test.")
+    ]
