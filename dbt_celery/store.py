@@ -20,7 +20,7 @@ import time
 import zlib
 from typing import Any, Iterable, Mapping
 
-from celery.backends.base import KeyValueStoreBackend
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.redis import RedisBackend
 
 from dbt_celery.errors import PayloadError, UnsupportedBackend
@@ -210,7 +210,7 @@ class StatusStore:
 def check_backend(backend: Any) -> None:
     """Raise :class:`UnsupportedBackend` unless ``backend`` can serve as the status store."""
     name = type(backend).__name__
-    if not isinstance(backend, KeyValueStoreBackend):
+    if not isinstance(backend, BaseKeyValueStoreBackend):
         raise UnsupportedBackend(
             f"dbt-celery needs a key-value result backend readable from every process "
             f"(redis://, or the embedded default); {name} cannot serve"

@@ -23,7 +23,7 @@ from dbt_celery.config import Queues
 from dbt_celery.errors import NodeError, UpstreamFailed
 from dbt_celery.events import NodeEvent, Outcome
 from dbt_celery.fallback import build_node
-from dbt_celery.plan import RunPlan, consumer_task_id, load_nodes
+from dbt_celery.plan import consumer_task_id, load_nodes
 from dbt_celery.producer import DuplicateProducer, run_producer
 from dbt_celery.project import GraphNode
 from dbt_celery.spec import RunSpec
@@ -43,7 +43,12 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Plan a run and run its single dbt build, recording each node as dbt finishes it."""
     store = StatusStore(self.app.backend)
     try:
-        return run_producer(store, run_id, RunSpec.from_dict(spec), lambda plan, ids: _enqueue(self.app, store, plan.run_id, [plan.nodes[i] for i in ids]))
+        return run_producer(
+            store,
+            run_id,
+            RunSpec.from_dict(spec),
+            lambda plan, ids: _enqueue(self.app, store, plan.run_id, [plan.nodes[i] for i in ids]),
+        )
     except DuplicateProducer:
         raise Ignore()
 
@@ -71,7 +76,7 @@ def consume(self: Task, run_id: str, unique_id: str) -> dict[str, Any]:
     event, producer, run = store.poll(run_id, unique_id)
     spec = RunSpec.from_dict(run["spec"])
     attempt = Attempt(int(headers.get(POLLS_HEADER, 0)), int(headers.get(RETRIES_HEADER, 0)), run["deadline"])
-    limits = Limits(spec.retries, spec.retry_delay, spec.heartbeat_timeout, spec.poll_max)
+    limits = _limits(spec)
     if headers.get(FALLBACK_HEADER):
         decision = Decision(Action.FALLBACK, reason="handed to the fallback queue")
     else:
@@ -107,8 +112,9 @@ def _carry_out(
         node = load_nodes(store, run_id, [unique_id])[unique_id]
         event = build_node(spec, run_id, node, attempt.retries)
         store.put_node_event(run_id, event)
-        return _carry_out(task, store, run_id, unique_id, spec, after_fallback(event, attempt, Limits(spec.retries, spec.retry_delay, spec.heartbeat_timeout, spec.poll_max)), event, attempt, headers)
-    outcome = _outcome(decision, event)
+        decision = after_fallback(event, attempt, _limits(spec))
+        return _carry_out(task, store, run_id, unique_id, spec, decision, event, attempt, headers)
+    outcome = _outcome(decision, event, attempt)
     store.put_outcome(run_id, unique_id, outcome)
     node = load_nodes(store, run_id, [unique_id])[unique_id]
     if decision.action is Action.SUCCEED:
@@ -119,7 +125,11 @@ def _carry_out(
     raise decision.error(f"{unique_id}: {outcome['message'] or decision.reason}")
 
 
-def _outcome(decision: Decision, event: NodeEvent | None) -> dict[str, Any]:
+def _limits(spec: RunSpec) -> Limits:
+    return Limits(spec.retries, spec.retry_delay, spec.heartbeat_timeout, spec.poll_max)
+
+
+def _outcome(decision: Decision, event: NodeEvent | None, attempt: Attempt) -> dict[str, Any]:
     """The consumer's final record of its node, as the run handle and --json show it."""
     if decision.action is Action.SUCCEED:
         assert event is not None
@@ -138,6 +148,8 @@ def _outcome(decision: Decision, event: NodeEvent | None) -> dict[str, Any]:
         "finished_at": event_data.get("finished_at"),
         "execution_time": event_data.get("execution_time"),
         "message": event_data.get("message") or (decision.reason if status != "success" else None),
+        "polls": attempt.polls,
+        "retries": attempt.retries,
         "consumer_finished_at": time.time(),
     }
 
@@ -165,7 +177,8 @@ def _fail_descendants(app: Any, store: StatusStore, run_id: str, node: GraphNode
             if not store.claim(run_id, f"enqueue_{uid}"):
                 continue
             message = f"not built: upstream node {node.unique_id} failed"
-            store.put_outcome(run_id, uid, {"status": "upstream_failed", "reason": "upstream_failed", "message": message, "consumer_finished_at": time.time()})
+            outcome = {"status": "upstream_failed", "reason": "upstream_failed", "message": message}
+            store.put_outcome(run_id, uid, {**outcome, "consumer_finished_at": time.time()})
             app.backend.mark_as_failure(consumer_task_id(run_id, uid), UpstreamFailed(message))
             frontier.extend(child.children)
 
@@ -183,8 +196,6 @@ def _enqueue(app: Any, store: StatusStore, run_id: str, nodes: Iterable[GraphNod
                 shadow=f"dbt {node.resource_type} {node.name}",
             )
 
-
-__all__ = ["consume", "produce", "start_run", "RunPlan"]
 
 
 @worker_init.connect
