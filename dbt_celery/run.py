@@ -128,7 +128,8 @@ class DbtRun:
             state, error = _unplanned_state(producer, spec, run)
             return RunStatus(self.id, state, nodes={}, producer=producer, error=error)
         nodes = self._node_statuses(plan["nodes"])
-        if all(node.done for node in nodes.values()):
+        producer_done = producer is None or spec is None or producer.is_terminal(spec.heartbeat_timeout)
+        if producer_done and all(node.done for node in nodes.values()):
             ok = all(node.status in PASSING_STATUSES for node in nodes.values())
             return RunStatus(self.id, "success" if ok else "failed", nodes, producer, _producer_error(producer))
         return RunStatus(self.id, "running", nodes, producer, None)
