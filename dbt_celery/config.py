@@ -33,7 +33,9 @@ _JSON_ONLY = {
     "accept_content": ["json"],
     "result_accept_content": ["json"],
     "event_serializer": "json",
-    "task_send_sent_event": True,
+    # Celery's task-sent event carries the real task name, not the shadow name, and
+    # Flower would then label a node's consumer "dbt_celery.consume" instead of its node.
+    "task_send_sent_event": False,
     "worker_send_task_events": True,
     "result_extended": False,
     "broker_connection_retry_on_startup": True,
