@@ -74,6 +74,7 @@ def embedded_settings(root: Path, broker_dir: Path | None = None) -> dict[str, A
             "data_folder_in": str(broker_dir),
             "data_folder_out": str(broker_dir),
             "store_processed": False,
+            "control_folder": str(broker_dir / "control"),
             # The default of 1 s would add a second to every hop between tasks.
             "polling_interval": 0.05,
         },
