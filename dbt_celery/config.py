@@ -26,6 +26,8 @@ from dbt_celery.errors import ConfigurationError
 PRODUCER_QUEUE = "dbt_celery.producer"
 CONSUMER_QUEUE = "dbt_celery.consumer"
 FALLBACK_QUEUE = "dbt_celery.fallback"
+#: The embedded default's broker: kombu's filesystem transport with atomic writes.
+FILE_TRANSPORT = "dbt_celery.file_broker:Transport"
 
 _JSON_ONLY = {
     "task_serializer": "json",
@@ -69,7 +71,8 @@ def embedded_settings(root: Path, broker_dir: Path | None = None) -> dict[str, A
     broker_dir.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     return {
-        "broker_url": "filesystem://",
+        "broker_url": None,
+        "broker_transport": FILE_TRANSPORT,
         "broker_transport_options": {
             "data_folder_in": str(broker_dir),
             "data_folder_out": str(broker_dir),
@@ -84,7 +87,7 @@ def embedded_settings(root: Path, broker_dir: Path | None = None) -> dict[str, A
 
 def is_embedded(app: Celery) -> bool:
     """Say whether an app runs on the embedded default (filesystem broker)."""
-    return str(app.conf.broker_url or "").startswith("filesystem://")
+    return not app.conf.broker_url and app.conf.broker_transport == FILE_TRANSPORT
 
 
 @dataclasses.dataclass(frozen=True)
