@@ -128,9 +128,13 @@ def parse_vars(value: Any) -> dict[str, Any]:
         return {}
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"--vars is not valid JSON or YAML: {exc}") from None
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            try:
+                # YAML turns 2026-01-01 into a date; dbt hands vars to Jinja as text anyway.
+                value = json.loads(json.dumps(yaml.safe_load(value), default=str))
+            except yaml.YAMLError as exc:
+                raise ConfigurationError(f"--vars is not valid JSON or YAML: {exc}") from None
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"--vars must be a JSON object such as '{{\"day\": \"2026-01-01\"}}', got {value!r}")
     try:
