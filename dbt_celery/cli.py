@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from celery import Celery
 from rich.console import Console
@@ -14,10 +15,16 @@ from rich.console import Console
 from dbt_celery.errors import ConfigurationError, DbtCeleryError
 from dbt_celery.spec import RunSpec
 
+if TYPE_CHECKING:
+    from dbt_celery.run import RunStatus
+    from dbt_celery.workers import LocalWorkers
+
 EXIT_OK = 0
 EXIT_NODES_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+#: Seconds a run may stay queued before the CLI asks whether any worker is listening.
+QUEUED_HINT_AFTER = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,7 +91,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return _submit_and_follow(workers.app, spec, args, console, workers=workers)
 
 
-def _submit_and_follow(app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: object) -> int:
+def _submit_and_follow(
+    app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: LocalWorkers | None
+) -> int:
+    from dbt_celery.config import Queues
     from dbt_celery.progress import LiveProgress
     from dbt_celery.run import submit
 
@@ -94,11 +104,19 @@ def _submit_and_follow(app: Celery, spec: RunSpec, args: argparse.Namespace, con
         return EXIT_OK
     console.print(f"run [bold]{run.id}[/] submitted")
 
-    def on_update(status: object) -> None:
+    submitted_at = time.monotonic()
+    hinted = False
+
+    def on_update(status: RunStatus) -> None:
+        nonlocal hinted
         if workers is not None:
-            workers.check()  # type: ignore[attr-defined]
+            workers.check()
         if display is not None:
-            display.update(status)  # type: ignore[arg-type]
+            display.update(status)
+        if status.state == "queued" and not hinted and time.monotonic() - submitted_at > QUEUED_HINT_AFTER:
+            hinted = True
+            queue = Queues.of(app).producer or app.conf.task_default_queue
+            console.print(f"[yellow]still queued after {QUEUED_HINT_AFTER:.0f} s: is a worker consuming queue {queue}?[/]")
 
     display = None if args.json or not console.is_terminal else LiveProgress(console)
     try:
@@ -120,18 +138,18 @@ def _status(args: argparse.Namespace, console: Console) -> int:
     return _report(status, args, console)
 
 
-def _report(status: object, args: argparse.Namespace, console: Console) -> int:
+def _report(status: RunStatus, args: argparse.Namespace, console: Console) -> int:
     from dbt_celery.progress import failure_lines, result_table
 
     if args.json:
-        print(json.dumps(status.to_dict(), indent=2, sort_keys=True))  # type: ignore[attr-defined]
+        print(json.dumps(status.to_dict(), indent=2, sort_keys=True))
     else:
         out = Console()
-        out.print(result_table(status))  # type: ignore[arg-type]
-        out.print(failure_lines(status))  # type: ignore[arg-type]
-    if not status.done:  # type: ignore[attr-defined]
+        out.print(result_table(status))
+        out.print(failure_lines(status))
+    if not status.done:
         return EXIT_NODES_FAILED
-    return EXIT_OK if status.state == "success" else EXIT_NODES_FAILED  # type: ignore[attr-defined]
+    return EXIT_OK if status.state == "success" else EXIT_NODES_FAILED
 
 
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:

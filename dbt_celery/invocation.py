@@ -7,6 +7,9 @@ Two modes give the same stream:
   kept and re-raised after dbt returns (dbt would otherwise swallow it into a node).
 * ``subprocess``: ``dbt <command> --log-format json --log-level debug`` read line by line.
 
+dbt also reports ephemeral models (``NodeFinished``, success) though it builds nothing
+for them and leaves them out of ``run_results.json``; callers keep the nodes they planned.
+
 dbt keeps flags, adapters and its event manager per process, so in-process
 invocations are serialised with a process-wide lock. This is the only module of
 dbt-celery that imports dbt.
@@ -133,12 +136,16 @@ class DbtInvocation:
         with _IN_PROCESS_LOCK, _working_directory(self.cwd), _environment(self.env):
             thread = threading.Thread(target=invoke, name="dbt-invocation", daemon=True)
             thread.start()
-            while (item := events.get()) is not _DONE:
-                event = self.parser.feed(*item)
-                if event is not None:
-                    yield event
-            thread.join()
-            release_connections()
+            try:
+                while (item := events.get()) is not _DONE:
+                    event = self.parser.feed(*item)
+                    if event is not None:
+                        yield event
+            finally:
+                # A caller that stops reading early (an error in its loop) must not let
+                # go of the lock, directory or environment while dbt still runs.
+                thread.join()
+                release_connections()
 
         if callback_errors:
             raise DbtInvocationError(f"dbt event callback failed: {callback_errors[0]!r}") from callback_errors[0]

@@ -115,10 +115,18 @@ def _parse(spec: RunSpec, workspace: Workspace) -> Any:
     result = invocation.result
     if invocation.error or not invocation.success:
         message = invocation.error or "dbt parse failed"
-        if "profile" in message.lower() or "target" in message.lower():
+        if _is_profile_problem(result, message):
             raise ProfileError(f"dbt could not load the profile for {spec.project_dir}: {message}")
         raise DbtInvocationError(f"dbt parse failed for {spec.project_dir}: {message}")
     return result.result
+
+
+def _is_profile_problem(result: Any, message: str) -> bool:
+    """Say whether dbt failed on the profile rather than on the project's own files."""
+    if type(getattr(result, "exception", None)).__name__ == "DbtProfileError":
+        return True  # unknown target, invalid credentials
+    lowered = message.lower()
+    return "profiles.yml" in lowered or "could not find profile named" in lowered
 
 
 def _select(spec: RunSpec, workspace: Workspace, manifest: Any) -> list[str]:

@@ -71,8 +71,10 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ConfigurationError(f"{name} must be a non-negative integer, not {value!r}")
-        for name in ("retry_delay", "timeout", "heartbeat_timeout", "poll_max"):
-            if float(getattr(self, name)) <= 0 and name != "retry_delay":
+        if float(self.retry_delay) < 0:
+            raise ConfigurationError("retry_delay must be zero or a positive number of seconds")
+        for name in ("timeout", "heartbeat_timeout", "poll_max"):
+            if float(getattr(self, name)) <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
 
     # -- JSON -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import sqlite3
 import time
 import zlib
 from typing import Any, Iterable, Mapping
@@ -31,6 +32,21 @@ MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 #: Longest dbt message kept in a node record, in characters.
 MAX_MESSAGE_CHARS = 16 * 1024
 KEY_PREFIX = "dbt-celery-"
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, TimeoutError, sqlite3.OperationalError]
+    try:
+        import redis.exceptions
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:  # pragma: no cover - redis comes with celery[redis]
+        pass
+    return tuple(errors)
+
+
+#: Backend errors that say "try again later", not "the node failed".
+TRANSIENT_BACKEND_ERRORS = _transient_errors()
 
 
 def encode_payload(value: Mapping[str, Any]) -> bytes:

@@ -11,6 +11,7 @@ Decisions come from :mod:`dbt_celery.waiting`; this module only carries them out
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Iterable
@@ -20,15 +21,17 @@ from celery.exceptions import Ignore
 from celery.signals import worker_init
 
 from dbt_celery.config import Queues
-from dbt_celery.errors import NodeError, UpstreamFailed
+from dbt_celery.errors import ConfigurationError, NodeError, UpstreamFailed
 from dbt_celery.events import NodeEvent, Outcome
 from dbt_celery.fallback import build_node
 from dbt_celery.plan import consumer_task_id, load_nodes
 from dbt_celery.producer import DuplicateProducer, run_producer
 from dbt_celery.project import GraphNode
-from dbt_celery.spec import RunSpec
-from dbt_celery.store import StatusStore
-from dbt_celery.waiting import Action, Attempt, Decision, Limits, after_fallback, decide
+from dbt_celery.spec import DEFAULT_POLL_MAX, RunSpec
+from dbt_celery.store import TRANSIENT_BACKEND_ERRORS, StatusStore
+from dbt_celery.waiting import Action, Attempt, Decision, Limits, after_fallback, decide, poll_countdown
+
+log = logging.getLogger(__name__)
 
 # Message headers a consumer keeps across its own reschedules (never shown in Flower).
 POLLS_HEADER = "dbt_celery_polls"
@@ -73,9 +76,17 @@ def consume(self: Task, run_id: str, unique_id: str) -> dict[str, Any]:
     """Reflect one node's dbt result; wait, retry or build it inline as the policy says."""
     store = StatusStore(self.app.backend)
     headers = dict(self.request.headers or {})
-    event, producer, run = store.poll(run_id, unique_id)
+    polls = int(headers.get(POLLS_HEADER, 0))
+    try:
+        event, producer, run = store.poll(run_id, unique_id)
+    except TRANSIENT_BACKEND_ERRORS as exc:
+        # A backend hiccup is not a node failure: poll again later.
+        log.warning("run %s node %s: status store unavailable (%r); polling again", run_id, unique_id, exc)
+        raise self.retry(countdown=poll_countdown(polls, DEFAULT_POLL_MAX), headers={**headers, POLLS_HEADER: polls + 1})
+    if run is None:
+        raise ConfigurationError(f"run {run_id} is unknown to this result backend (expired, or another backend)")
     spec = RunSpec.from_dict(run["spec"])
-    attempt = Attempt(int(headers.get(POLLS_HEADER, 0)), int(headers.get(RETRIES_HEADER, 0)), run["deadline"])
+    attempt = Attempt(polls, int(headers.get(RETRIES_HEADER, 0)), run["deadline"])
     limits = _limits(spec)
     if headers.get(FALLBACK_HEADER):
         decision = Decision(Action.FALLBACK, reason="handed to the fallback queue")

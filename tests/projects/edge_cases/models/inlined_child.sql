@@ -1,0 +1,2 @@
+{{ config(materialized='view') }}
+select id, shout from {{ ref('inlined') }}
