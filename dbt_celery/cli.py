@@ -46,28 +46,39 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="build a dbt project through Celery")
-    run.add_argument("project_dir", help="the dbt project folder")
-    run.add_argument("--select", "-s", nargs="+", default=[], help="dbt --select")
-    run.add_argument("--exclude", nargs="+", default=[], help="dbt --exclude")
-    run.add_argument("--selector", help="a YAML selector of the project")
-    run.add_argument("--vars", help="dbt vars as JSON or YAML, e.g. '{\"day\": \"2026-01-01\"}'")
-    run.add_argument("--full-refresh", action="store_true")
-    run.add_argument("--target", "-t")
-    run.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
-    run.add_argument("--profile-json", help="a built-in profile mapping as JSON instead of profiles.yml")
-    run.add_argument("--threads", type=int)
-    run.add_argument("--retries", type=int, default=1, help="real retries per node (each builds it inline)")
-    run.add_argument("--timeout", type=float, default=None, help="seconds before waiting nodes give up")
-    run.add_argument("--invocation", choices=["in_process", "subprocess"], default="in_process")
-    _add_common(run)
+    _add_build_flags(run)
     run.add_argument("--no-wait", action="store_true", help="print the run id and exit")
     run.set_defaults(handler=_run)
+
+    conformance = commands.add_parser(
+        "conformance", help="build with plain dbt and with dbt-celery; list every node where they disagree"
+    )
+    _add_build_flags(conformance)
+    conformance.add_argument("--reference-target", help="target of the plain dbt build (default: --target)")
+    conformance.set_defaults(handler=_conformance, retries=0)
 
     status = commands.add_parser("status", help="show a run started elsewhere")
     status.add_argument("run_id")
     _add_common(status)
     status.set_defaults(handler=_status)
     return parser
+
+
+def _add_build_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project_dir", help="the dbt project folder")
+    parser.add_argument("--select", "-s", nargs="+", default=[], help="dbt --select")
+    parser.add_argument("--exclude", nargs="+", default=[], help="dbt --exclude")
+    parser.add_argument("--selector", help="a YAML selector of the project")
+    parser.add_argument("--vars", help="dbt vars as JSON or YAML, e.g. '{\"day\": \"2026-01-01\"}'")
+    parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--target", "-t")
+    parser.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
+    parser.add_argument("--profile-json", help="a built-in profile mapping as JSON instead of profiles.yml")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--retries", type=int, default=1, help="real retries per node (each builds it inline)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds before waiting nodes give up")
+    parser.add_argument("--invocation", choices=["in_process", "subprocess"], default="in_process")
+    _add_common(parser)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +140,26 @@ def _submit_and_follow(
         console.print(f"[bold red]timed out:[/] {exc}")
         return EXIT_TIMEOUT
     return _report(status, args, console)
+
+
+def _conformance(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
+    from dbt_celery.config import is_embedded
+    from dbt_celery.conformance import compare
+    from dbt_celery.progress import differences_table
+
+    candidate = _spec_from_args(args)
+    candidate.check_project()
+    reference = dataclasses.replace(candidate, target=args.reference_target or candidate.target)
+    app = _app(args)
+    console.print("building with plain dbt, then with dbt-celery ...")
+    report = compare(reference, candidate, app=None if is_embedded(app) else app, timeout=candidate.timeout)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        Console().print(differences_table(report))
+    return EXIT_OK if report.ok else EXIT_NODES_FAILED
 
 
 def _status(args: argparse.Namespace, console: Console) -> int:

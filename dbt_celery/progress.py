@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from dbt_celery.conformance import ConformanceReport
 from dbt_celery.run import NodeStatus, RunStatus
 
 STATUS_STYLES = {
@@ -88,3 +89,15 @@ def failure_lines(status: RunStatus) -> Group:
 
 def _order(node: NodeStatus) -> tuple[str, str]:
     return (node.finished_at or "~", node.name)
+
+
+def differences_table(report: ConformanceReport) -> Table:
+    """The nodes where dbt-celery and plain dbt build disagree (empty when they agree)."""
+    nodes = len(set(report.reference) | set(report.candidate))
+    verdict = "[green]no differences[/]" if report.ok else f"[red]{len(report.differences)} difference(s)[/]"
+    table = Table(title=f"conformance over {nodes} nodes: {verdict}", title_style="bold")
+    for column in ("node", "plain dbt build", "dbt-celery", "detail"):
+        table.add_column(column)
+    for difference in report.differences:
+        table.add_row(difference.unique_id, difference.reference or "-", difference.candidate or "-", difference.detail)
+    return table

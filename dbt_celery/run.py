@@ -155,13 +155,17 @@ class DbtRun:
 
     def _node_statuses(self, plan_nodes: dict[str, dict[str, Any]]) -> dict[str, NodeStatus]:
         outcomes = self.store.outcomes(self.id, plan_nodes)
-        events = self.store.node_events(self.id, [uid for uid in plan_nodes if uid not in outcomes])
+        events = self.store.node_events(self.id, plan_nodes)
+        fields = {f.name for f in dataclasses.fields(NodeStatus)}
         nodes = {}
         for uid, info in plan_nodes.items():
             base = {"unique_id": uid, "name": info["name"], "resource_type": info["resource_type"]}
             if uid in outcomes:
-                fields = {f.name for f in dataclasses.fields(NodeStatus)}
-                nodes[uid] = NodeStatus(**base, **{k: v for k, v in outcomes[uid].items() if k in fields})
+                outcome = {k: v for k, v in outcomes[uid].items() if k in fields}
+                if outcome.get("dbt_status") is None and uid in events:
+                    # A descendant failed by its upstream still shows what dbt said of it.
+                    outcome["dbt_status"] = events[uid].dbt_status
+                nodes[uid] = NodeStatus(**base, **outcome)
             elif uid in events:
                 event = events[uid]
                 nodes[uid] = NodeStatus(**base, status="reported", dbt_status=event.dbt_status, resolved_by=event.resolved_by, started_at=event.started_at, finished_at=event.finished_at, message=event.message)

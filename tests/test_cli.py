@@ -50,3 +50,29 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     assert bad_vars.returncode == 2
     assert "--vars" in bad_vars.stderr
     assert "Traceback" not in missing.stderr + bad_vars.stderr
+
+
+def test_conformance_command_on_a_project_it_has_never_seen(tmp_path):
+    project = copy_project(REPO / "examples" / "jaffle_shop", tmp_path)
+    env = {"DBT_CELERY_STATE_DIR": str(tmp_path / "state"), "CELERY_CONFIG_MODULE": "dbt_celery._no_config"}
+    result = dbt_celery("conformance", str(project), "--json", env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report == {**report, "ok": True, "nodes": 27, "differences": []}
+
+
+def test_no_wait_prints_the_run_id_and_status_follows_it(redis_workers, worker_env, tmp_path):
+    project = copy_project("watcher", tmp_path)
+    profile = json.dumps({"type": "duckdb", "path": str(tmp_path / "w.duckdb")})
+    started = dbt_celery("run", str(project), "--profile-json", profile, "--select", "base", "--no-wait", env=worker_env)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    from dbt_celery.config import create_app, settings_from_env
+    from dbt_celery.run import DbtRun
+
+    DbtRun.restore(run_id, app=create_app(settings_from_env(worker_env))).wait(120)
+    shown = dbt_celery("status", run_id, env=worker_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "success" in shown.stdout and "base" in shown.stdout
