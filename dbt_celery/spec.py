@@ -34,7 +34,8 @@ class RunSpec:
 
     ``profiles_dir`` points at a directory with the user's ``profiles.yml``;
     ``profile`` is a built-in mapping (see :mod:`dbt_celery.profiles`) used instead.
-    ``retries`` counts real retries per node (each one builds the node inline once
+    ``exclusive`` makes a run wait while an earlier run of the same project and target
+    is still building (see :mod:`dbt_celery.overlap`). ``retries`` counts real retries per node (each one builds the node inline once
     the producer is done); polls while waiting never count against it.
     """
 
@@ -54,6 +55,7 @@ class RunSpec:
     timeout: float = DEFAULT_TIMEOUT
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     poll_max: float = DEFAULT_POLL_MAX
+    exclusive: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "select", _as_tuple(self.select, "select"))

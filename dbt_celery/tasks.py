@@ -24,6 +24,7 @@ from dbt_celery.config import Queues
 from dbt_celery.errors import ConfigurationError, NodeError, UpstreamFailed
 from dbt_celery.events import NodeEvent, Outcome
 from dbt_celery.fallback import build_node
+from dbt_celery.overlap import take_turn
 from dbt_celery.plan import consumer_task_id, load_nodes
 from dbt_celery.producer import DuplicateProducer, run_producer
 from dbt_celery.project import GraphNode
@@ -41,15 +42,27 @@ FALLBACK_HEADER = "dbt_celery_fallback"
 PASSING_STATUSES = frozenset({"success", "skipped"})
 
 
-@shared_task(bind=True, name="dbt_celery.produce", acks_late=False, max_retries=0)
+#: Seconds between two checks of a producer waiting for an earlier run of its project.
+TURN_POLL = 2.0
+
+
+@shared_task(bind=True, name="dbt_celery.produce", acks_late=False, max_retries=None)
 def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Plan a run and run its single dbt build, recording each node as dbt finishes it."""
+    from dbt_celery.run import DbtRun
+
     store = StatusStore(self.app.backend)
+    run_spec = RunSpec.from_dict(spec)
+    if run_spec.exclusive:
+        blocker = take_turn(store, run_id, run_spec, lambda other: DbtRun(other, self.app).status().done)
+        if blocker is not None:
+            log.info("run %s waits for run %s of the same project", run_id, blocker)
+            raise self.retry(countdown=TURN_POLL)
     try:
         return run_producer(
             store,
             run_id,
-            RunSpec.from_dict(spec),
+            run_spec,
             lambda plan, ids: _enqueue(self.app, store, plan.run_id, [plan.nodes[i] for i in ids]),
         )
     except DuplicateProducer:

@@ -202,3 +202,15 @@ def _epoch(iso: str | None) -> float:
 
     assert iso
     return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_a_second_run_of_the_same_project_waits_for_the_first(redis_workers, redis_app, watcher_project, tmp_path):
+    spec = watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("+slow_a",), vars={"slow_rows": 10_000_000})
+    first = submit(spec, app=redis_app)
+    second = submit(spec, app=redis_app)  # e.g. a beat tick while the first still builds
+    assert first.wait(RUN_TIMEOUT).state == "success"
+    assert second.wait(RUN_TIMEOUT).state == "success"
+
+    store = StatusStore(redis_app.backend)
+    first_done = max(o["consumer_finished_at"] for o in store.outcomes(first.id, ["model.watcher.base", "model.watcher.slow_a"]).values())
+    assert store.producer_state(second.id).started_at >= first_done
