@@ -66,6 +66,7 @@ class ProjectGraph:
     @classmethod
     def from_manifest(cls, manifest: Any, selected: Iterable[str]) -> "ProjectGraph":
         """Build the graph of ``selected`` from a parsed dbt ``Manifest``."""
+        import networkx
         from dbt.compilation import Linker
         from dbt.graph import Graph
 
@@ -75,7 +76,10 @@ class ProjectGraph:
         linker.link_graph(manifest)
         manifest.build_parent_and_child_maps()
         linker.add_test_edges(manifest)
-        graph = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph
+        subset = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph
+        # dbt links the tests of every ancestor to a node; the ordering they impose is
+        # the same with only the direct edges, and consumers then check far fewer parents.
+        graph = networkx.transitive_reduction(subset)
 
         parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
         # dbt runs a model's unit tests right before the model, and skips the model

@@ -125,15 +125,19 @@ class StatusStore:
     # -- primitives ------------------------------------------------------------------
     def _set_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {key: encode_payload(value) for key, value in items.items()}
-        if isinstance(self.backend, RedisBackend) and len(encoded) > 1:
-            # One pipelined round trip instead of one per key (plans of 10,000 nodes).
-            with self.backend.client.pipeline(transaction=False) as pipe:
-                for key, raw in encoded.items():
-                    pipe.set(key, raw, ex=self.backend.expires or None)
-                pipe.execute()
+        if isinstance(self.backend, RedisBackend):
+            # Plain pipelined SETs: the backend's own set() adds a MULTI and a PUBLISH of
+            # every value that nobody reads; Celery's retry policy still covers blips.
+            self.backend.ensure(self._redis_set_many, (encoded,))
             return
         for key, raw in encoded.items():
             self.backend.set(key, raw)
+
+    def _redis_set_many(self, encoded: Mapping[str, bytes]) -> None:
+        with self.backend.client.pipeline(transaction=False) as pipe:
+            for key, raw in encoded.items():
+                pipe.set(key, raw, ex=self.backend.expires or None)
+            pipe.execute()
 
     def _set(self, key: str, value: Mapping[str, Any]) -> None:
         self._set_many({key: value})
