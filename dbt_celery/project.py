@@ -77,9 +77,11 @@ class ProjectGraph:
         manifest.build_parent_and_child_maps()
         linker.add_test_edges(manifest)
         subset = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph
-        # dbt links the tests of every ancestor to a node; the ordering they impose is
-        # the same with only the direct edges, and consumers then check far fewer parents.
+        # dbt links the tests of every ancestor to a node. The order they impose holds
+        # with the direct edges alone, so consumers check far fewer parents; dbt's own
+        # dependency edges stay, so a test is always a child of the models it tests.
         graph = networkx.transitive_reduction(subset)
+        graph.add_edges_from((u, v) for u, v, kind in subset.edges(data="edge_type") if kind != "parent_test")
 
         parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
         # dbt runs a model's unit tests right before the model, and skips the model

@@ -130,37 +130,13 @@ def test_selections_hold_the_expected_nodes(graphs) -> None:
     assert "seed.jaffle_shop.raw_orders" not in graphs["stg_orders+"].nodes
 
 
-def descendants(graph, uid: str) -> set[str]:
-    """Every node that runs after ``uid`` (edges are reduced to the direct ones)."""
-    found: set[str] = set()
-    frontier = list(graph.nodes[uid].children)
-    while frontier:
-        child = frontier.pop()
-        if child not in found:
-            found.add(child)
-            frontier.extend(graph.nodes[child].children)
-    return found
-
-
-def ancestors(graph, uid: str) -> set[str]:
-    """Every node that runs before ``uid``."""
-    found: set[str] = set()
-    frontier = list(graph.nodes[uid].parents)
-    while frontier:
-        parent = frontier.pop()
-        if parent not in found:
-            found.add(parent)
-            frontier.extend(graph.nodes[parent].parents)
-    return found
-
-
 @pytest.mark.parametrize("selection", SELECTIONS)
 def test_edges_stay_inside_the_selection_and_agree(selection: str, graphs) -> None:
     graph = graphs[selection]
     for uid, node in graph.nodes.items():
         assert set(node.parents) <= set(graph.nodes), f"{uid} has a parent outside the selection"
         assert set(node.children) <= set(graph.nodes), f"{uid} has a child outside the selection"
-        assert set(node.tests) <= descendants(graph, uid), f"{uid}'s tests must run after it"
+        assert set(node.tests) <= set(node.children), f"{uid}'s tests must run after it"
         for child in node.children:
             assert uid in graph.nodes[child].parents
     assert graph.roots(), "a selection always has a first node"
@@ -170,11 +146,10 @@ def test_a_model_sees_its_neighbours_inside_the_selection(graphs) -> None:
     upstream = graphs["+orders"]
     orders = upstream.nodes[ORDERS]
     # stg_payments reaches orders through the ephemeral model, which is not a node of its own.
-    models_before_orders = {uid for uid in ancestors(upstream, ORDERS) if uid.startswith("model.")}
+    models_before_orders = {uid for uid in orders.parents if uid.startswith("model.")}
     assert models_before_orders == {STG_ORDERS, STG_PAYMENTS}
     # dbt build runs orders only after the tests of the models it reads.
-    assert upstream.nodes[STG_ORDERS].tests
-    assert set(upstream.nodes[STG_ORDERS].tests) <= ancestors(upstream, ORDERS)
+    assert all(uid in orders.parents for uid in upstream.nodes[STG_ORDERS].tests)
     # customers reads orders, but it is not selected, so it is not a child here.
     assert {uid for uid in orders.children if uid.startswith("model.")} == set()
     assert upstream.nodes["seed.jaffle_shop.raw_orders"].parents == ()
@@ -183,9 +158,9 @@ def test_a_model_sees_its_neighbours_inside_the_selection(graphs) -> None:
     stg_orders = downstream.nodes[STG_ORDERS]
     assert stg_orders.parents == ()  # raw_orders is not selected: stg_orders is a root
     assert STG_ORDERS in downstream.roots()
-    assert {uid for uid in descendants(downstream, STG_ORDERS) if not uid.startswith("test.")} == {ORDERS, SNAPSHOT, CUSTOMERS}
-    # stg_customers is not selected, so only the orders side runs before customers.
-    assert {uid for uid in ancestors(downstream, CUSTOMERS) if uid.startswith("model.")} == {ORDERS, STG_ORDERS}
+    assert {uid for uid in stg_orders.children if not uid.startswith("test.")} == {ORDERS, SNAPSHOT}
+    # stg_customers is not selected, so of customers' two model parents only orders is left.
+    assert {uid for uid in downstream.nodes[CUSTOMERS].parents if uid.startswith("model.")} == {ORDERS}
 
 
 def test_a_test_on_two_models_belongs_to_both(graphs) -> None:
@@ -193,7 +168,7 @@ def test_a_test_on_two_models_belongs_to_both(graphs) -> None:
     relationships = named(marts, "relationships_orders_customer_id")
     assert relationships in marts.nodes[ORDERS].tests
     assert relationships in marts.nodes[CUSTOMERS].tests
-    assert {ORDERS, CUSTOMERS} <= ancestors(marts, relationships)
+    assert {ORDERS, CUSTOMERS} <= set(marts.nodes[relationships].parents)
     assert marts.nodes[relationships].resource_type == "test"
     # A test on one model belongs to that model only.
     unique_orders = named(marts, "unique_orders_order_id")
