@@ -12,7 +12,7 @@ Production setup: Redis as broker and result backend, one worker for the produce
 fallback queues (prefork, one dbt build per process) and one for consumers:
 
     celery -A dbt_celery worker -Q dbt_celery.producer,dbt_celery.fallback -c 1 -E
-    celery -A dbt_celery worker -Q dbt_celery.consumer -P threads -c 8 -E
+    celery -A dbt_celery worker -Q dbt_celery.consumer -P threads -c 4 -E
 """
 
 from dbt_celery.config import settings_from_env

@@ -56,7 +56,9 @@ def bench_probe(state: Any, **_: Any) -> dict[str, Any]:
         "dbt_imported": bool(dbt_modules),
         "dbt_modules": len(dbt_modules),
         "modules": len(sys.modules),
-        "packages": sorted({name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names)),
+        "packages": sorted(
+            {name.split(".")[0] for name in sys.modules if not name.startswith("_")} - set(sys.stdlib_module_names)
+        ),
         "rss_bytes": _rss_bytes(),
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }

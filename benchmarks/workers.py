@@ -5,7 +5,7 @@ Two ``celery -A dbt_celery worker`` processes, as the production setup has them:
 * producer: ``-Q dbt_celery.producer,dbt_celery.fallback,bench.naive -P solo`` with
   ``DBT_CELERY_PRELOAD_DBT=1`` (dbt imported at start-up); it also runs the naive
   baseline's tasks, so both approaches use the same worker;
-* consumer: ``-Q dbt_celery.consumer -P threads -c 8``.
+* consumer: ``-Q dbt_celery.consumer -P threads -c 4``.
 
 Each runs in its own process group; :meth:`Workers.stop` ends them (SIGTERM, then
 SIGKILL) and is also registered with :mod:`atexit`, so no worker outlives the harness.
@@ -14,104 +14,51 @@ SIGKILL) and is also registered with :mod:`atexit`, so no worker outlives the ha
 from __future__ import annotations
 
 import atexit
-import dataclasses
+import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from celery import Celery
 
 from benchmarks.naive import NAIVE_QUEUE
-from dbt_celery.config import CONSUMER_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
+from dbt_celery.workers import LocalWorkers
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds a worker may take to answer its first ping.
 START_TIMEOUT = 90.0
-#: Seconds a worker gets to shut down warm before it is killed.
-STOP_GRACE = 10.0
-CONSUMER_THREADS = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class Role:
-    """How one worker is started."""
-
-    name: str
-    queues: tuple[str, ...]
-    pool: tuple[str, ...]
-    preload_dbt: bool
-
-
-ROLES = (
-    Role("producer", (PRODUCER_QUEUE, FALLBACK_QUEUE, NAIVE_QUEUE), ("-P", "solo"), True),
-    Role("consumer", (CONSUMER_QUEUE,), ("-P", "threads", "-c", str(CONSUMER_THREADS)), False),
-)
 
 
 class WorkerError(RuntimeError):
     """A benchmark worker did not start, or died."""
 
 
-class Workers:
-    """The producer and consumer workers of a benchmark session."""
+class Workers(LocalWorkers):
+    """The library's local workers, plus the naive baseline's queue and a few probes."""
 
     def __init__(self, app: Celery, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(env, log_dir)
         self.app = app
-        self.env = env
-        self.log_dir = log_dir
-        self.session = uuid.uuid4().hex[:8]
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.commands: dict[str, list[str]] = {}
+        self.roles["producer"][0].append(NAIVE_QUEUE)
+        self.extra_args = ["--include", "benchmarks.naive"]
+        self.cwd = REPO
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.env.get("PYTHONPATH"), str(REPO)]))
 
     def __enter__(self) -> "Workers":
         atexit.register(self.stop)
+        super().__enter__()
         try:
-            self.start()
+            self.wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def node_name(self, role: str) -> str:
-        """The worker's node name (``-n``), as remote control addresses it."""
-        return f"{role}-{self.session}@{os.uname().nodename}"
-
-    def log_file(self, role: str) -> Path:
-        """Where the worker's output goes."""
-        return self.log_dir / f"{role}-{self.session}.log"
-
-    def start(self) -> None:
-        """Start both workers and wait until each answers a ping."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for role in ROLES:
-            env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-            env.pop("DBT_CELERY_PRELOAD_DBT", None)
-            if role.preload_dbt:
-                env["DBT_CELERY_PRELOAD_DBT"] = "1"
-            command = [
-                sys.executable, "-m", "celery", "-A", "dbt_celery", "worker",
-                "-Q", ",".join(role.queues), *role.pool, "-n", self.node_name(role.name),
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                "--include", "benchmarks.naive",
-            ]  # fmt: skip
-            self.commands[role.name] = command
-            with open(self.log_file(role.name), "ab") as log:
-                self.processes[role.name] = subprocess.Popen(
-                    command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-        self.wait_ready()
-
     def wait_ready(self) -> None:
         """Block until every worker answers a ping (or raise :class:`WorkerError`)."""
-        waiting = {self.node_name(role.name) for role in ROLES}
+        waiting = {self.node_name(role) for role in self.roles}
         deadline = time.monotonic() + START_TIMEOUT
         while waiting:
             self.check()
@@ -119,13 +66,6 @@ class Workers:
                 raise WorkerError(f"workers {sorted(waiting)} did not answer within {START_TIMEOUT} s")
             for reply in self.app.control.ping(destination=sorted(waiting), timeout=1.0):
                 waiting -= set(reply)
-
-    def check(self) -> None:
-        """Raise :class:`WorkerError` if a worker exited, with the end of its log."""
-        for role, process in self.processes.items():
-            if process.poll() is not None:
-                tail = self.log_file(role).read_text(errors="replace")[-3000:]
-                raise WorkerError(f"the {role} worker exited with code {process.returncode}:\n{tail}")
 
     def pid(self, role: str) -> int:
         """The process id of a worker (solo and threads pools run tasks in it)."""
@@ -139,28 +79,18 @@ class Workers:
                 return reply[name]
         raise WorkerError(f"worker {name} did not answer the probe")
 
+    @contextlib.contextmanager
+    def paused(self, role: str) -> Iterator[None]:
+        """Freeze one worker (SIGSTOP) for the block, then let it go on (SIGCONT)."""
+        os.kill(self.pid(role), signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid(role), signal.SIGCONT)
+
     def cpu_seconds(self) -> dict[str, float]:
         """User+system CPU seconds each worker has used so far."""
         return {role: process_cpu_seconds(process.pid) for role, process in self.processes.items()}
-
-    def stop(self) -> None:
-        """SIGTERM each worker's process group, SIGKILL what is left after the grace period."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)  # the worker and any dbt it started
-    except ProcessLookupError:
-        pass
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,7 @@ from dbt_celery.errors import DbtCeleryError
 #: Seconds a worker gets to finish its shutdown before it is killed.
 SHUTDOWN_GRACE = 15.0
 #: Threads of the consumer worker (consumers only poll the store; they never run dbt).
-CONSUMER_THREADS = 8
+CONSUMER_THREADS = 4
 
 ROLES: dict[str, tuple[list[str], list[str], bool]] = {
     # role: (queues, pool options, import dbt at start-up)
@@ -35,34 +36,54 @@ class WorkerDied(DbtCeleryError):
 
 
 class LocalWorkers:
-    """A producer worker and a consumer worker as child processes, for a ``with`` block."""
+    """A producer worker and a consumer worker as child processes, for a ``with`` block.
+
+    Subclasses may add queues to a role (``self.roles``), arguments to every worker
+    (``self.extra_args``) or a working directory (``self.cwd``) before starting.
+    """
 
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         self.session = uuid.uuid4().hex[:12]
+        self.roles = {role: (list(queues), list(pool), preload) for role, (queues, pool, preload) in ROLES.items()}
+        self.extra_args: list[str] = []
+        self.cwd: Path | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> "LocalWorkers":
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for role in ROLES:
-            self.start(role)
+        try:
+            for role in self.roles:
+                self.start(role)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def start(self, role: str) -> subprocess.Popen[bytes]:
-        """Start (or start again) the worker of one role."""
-        queues, pool, preload = ROLES[role]
-        env = {**self.env, "DBT_CELERY_PRELOAD_DBT": "1" if preload else ""}
-        command = [
+    def node_name(self, role: str) -> str:
+        """The worker's node name (``-n``), as remote control addresses it."""
+        return f"{role}-{self.session}@{socket.gethostname()}"
+
+    def command(self, role: str) -> list[str]:
+        """The ``celery worker`` command line of one role."""
+        queues, pool, _ = self.roles[role]
+        return [
             sys.executable, "-m", "celery", "-A", "dbt_celery", "worker",
-            "-Q", ",".join(queues), *pool, "-n", f"{role}-{self.session}@%h",
-            "--loglevel", "INFO", "-E", "--without-gossip", "--without-mingle",
+            "-Q", ",".join(queues), *pool, "-n", self.node_name(role),
+            "--loglevel", "INFO", "-E", "--without-gossip", "--without-mingle", *self.extra_args,
         ]  # fmt: skip
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        """Start (or start again) the worker of one role, in a process group of its own."""
+        env = {**self.env, "DBT_CELERY_PRELOAD_DBT": "1" if self.roles[role][2] else ""}
         with open(self.log_file(role), "ab") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                self.command(role), cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.processes[role] = process
         return process
 
@@ -78,13 +99,21 @@ class LocalWorkers:
                 raise WorkerDied(f"the {role} worker exited with code {process.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        """Warm shutdown (SIGTERM) for every worker; SIGKILL for those that linger."""
+        """Warm shutdown (SIGTERM) for every worker; SIGKILL for the groups that linger."""
         for process in self.processes.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                _signal_group(process, signal.SIGCONT)  # a paused worker cannot shut down
+                _signal_group(process, signal.SIGTERM)
         for process in self.processes.values():
             try:
                 process.wait(SHUTDOWN_GRACE)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # the worker and any dbt subprocess it started
+    except ProcessLookupError:
+        pass

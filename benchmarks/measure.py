@@ -1,0 +1,336 @@
+"""One measurement each: plain ``dbt build`` (the baseline), a dbt-celery run, the naive chain.
+
+Every function takes a generated project and a fresh DuckDB path and returns a plain
+dict of numbers, so the results can be dumped to JSON and rendered by the report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery, chain
+
+from benchmarks.generate import Node, Project
+from benchmarks.naive import NAIVE_QUEUE, NAIVE_TASK
+from benchmarks.workers import Workers, process_rss_bytes
+from dbt_celery.plan import load_nodes
+from dbt_celery.run import submit
+from dbt_celery.spec import RunSpec
+from dbt_celery.store import ProducerState, StatusStore
+
+#: Seconds between the run handle's status reads while waiting (DbtRun.wait's default).
+WAIT_INTERVAL = 0.25
+#: Seconds a single measured run may take before the benchmark gives up.
+RUN_TIMEOUT = 1800.0
+#: Redis commands reported one by one in the cost-of-waiting table.
+REDIS_COMMANDS = ("mget", "get", "set", "setex", "lpush", "publish", "brpop", "zadd", "hset", "multi")
+
+
+def dbt_env() -> dict[str, str]:
+    """Environment both approaches run dbt with (no usage tracking, no version check)."""
+    return {"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_VERSION_CHECK": "false"}
+
+
+def fresh_db(path: Path) -> Path:
+    """Remove a DuckDB file and its WAL so the next build starts from an empty database."""
+    for candidate in (path, path.with_name(path.name + ".wal")):
+        candidate.unlink(missing_ok=True)
+    return path
+
+
+# -- baseline: plain dbt build ----------------------------------------------------------------
+def dbt_cli(project: Project, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the dbt CLI on a project (untimed helper: warm-ups, parse)."""
+    command = [_dbt(), *args, "--project-dir", str(project.path), "--profiles-dir", str(project.path)]
+    return subprocess.run(command, cwd=project.path, env={**os.environ, **dbt_env()}, capture_output=True, text=True)
+
+
+def measure_cli(project: Project, db: Path, threads: int) -> dict[str, Any]:
+    """Wall time of a plain ``dbt build`` CLI process on a fresh database."""
+    project.write_profile(fresh_db(db), threads)
+    command = [_dbt(), "build", "--threads", str(threads), "--project-dir", str(project.path), "--profiles-dir", str(project.path)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    epoch = time.time()
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=project.path, env={**os.environ, **dbt_env()}, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"plain dbt build failed ({done.returncode}):\n{done.stdout[-3000:]}")
+    span = _results_span(project.path / "target" / "run_results.json")
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "nodes_span": span["span"],
+        "nodes": span["count"],
+        "before_first_node": span["first_start"] - epoch if span["first_start"] else None,
+    }
+
+
+# -- dbt-celery -------------------------------------------------------------------------------
+class ReadCounter:
+    """Counts the status-store reads this (observer) process makes, to tell them from the consumers'."""
+
+    def __init__(self, app: Celery) -> None:
+        self.calls = 0
+        backend = app.backend
+        original = backend.mget
+
+        def counted(keys: Any) -> Any:
+            self.calls += 1
+            return original(keys)
+
+        backend.mget = counted  # instance attribute: only this process's reads are counted
+
+
+def measure_celery(
+    app: Celery,
+    workers: Workers,
+    client: redis.Redis,
+    counter: ReadCounter,
+    project: Project,
+    db: Path,
+    threads: int,
+    workspaces: Path,
+) -> dict[str, Any]:
+    """Wall time of one dbt-celery run, from submit() to wait() returning, with what it cost."""
+    project.write_profile(fresh_db(db), threads)
+    spec = RunSpec(project_dir=str(project.path), profiles_dir=str(project.path), threads=threads)
+    commands_before = command_stats(client)
+    cpu_before = workers.cpu_seconds()
+    own_before = _own_cpu()
+    reads_before = counter.calls
+    submitted = time.time()
+    started = time.perf_counter()
+    run = submit(spec, app=app)
+    status = run.wait(RUN_TIMEOUT, interval=WAIT_INTERVAL)
+    wall = time.perf_counter() - started
+    returned = submitted + wall
+    observer_reads = counter.calls - reads_before
+    own_cpu = _own_cpu() - own_before
+    cpu_after = workers.cpu_seconds()
+    commands_after = command_stats(client)
+    if status.state != "success":
+        failed = {uid: node.message for uid, node in status.nodes.items() if node.status != "success"}
+        raise RuntimeError(f"dbt-celery run {run.id} ended {status.state}: {status.error} {list(failed.items())[:5]}")
+
+    store = StatusStore(app.backend)
+    outcomes = store.outcomes(run.id, status.nodes)
+    producer = store.producer_state(run.id)
+    assert producer is not None
+    check_own_producer(producer, workers)
+    lags = [lag for outcome in outcomes.values() if (lag := wake_up_lag(outcome)) is not None]
+    executions = [1 + int(o.get("polls") or 0) + int(o.get("retries") or 0) for o in outcomes.values()]
+    starts = [_epoch(o["started_at"]) for o in outcomes.values() if o.get("started_at")]
+    finishes = [_epoch(o["finished_at"]) for o in outcomes.values() if o.get("finished_at")]
+    last_consumer = max(o["consumer_finished_at"] for o in outcomes.values())
+    workspace = workspaces / run.id / "producer" / "target" / "run_results.json"
+    nodes = len(status.nodes)
+    deltas = {name: commands_after.get(name, 0) - commands_before.get(name, 0) for name in set(commands_after)}
+    bytes_in, bytes_out = deltas.pop("@bytes_in"), deltas.pop("@bytes_out")
+    return {
+        "run_id": run.id,
+        "wall": wall,
+        "wall_last_consumer": last_consumer - submitted,
+        "nodes": nodes,
+        "phases": {
+            "queue": producer.started_at - submitted,
+            "plan_and_start": min(starts) - producer.started_at,
+            "nodes_span": max(finishes) - min(starts),
+            "producer_finish": producer.finished_at - max(finishes),
+            "tail": last_consumer - producer.finished_at,
+            "observer": returned - last_consumer,
+        },
+        "dbt_nodes_span": _results_span(workspace)["span"] if workspace.is_file() else None,
+        "lags": lags,
+        "executions_per_node": statistics.fmean(executions),
+        "max_executions": max(executions),
+        "fallbacks": sum(1 for o in outcomes.values() if o.get("resolved_by") == "fallback"),
+        "redis": {
+            "per_node": {name: deltas.get(name, 0) / nodes for name in REDIS_COMMANDS},
+            "total_per_node": sum(deltas.values()) / nodes,
+            "kb_in_per_node": bytes_in / nodes / 1024,
+            "kb_out_per_node": bytes_out / nodes / 1024,
+            "observer_mget": observer_reads,
+            "worker_reads_per_node": (deltas.get("mget", 0) + deltas.get("get", 0) - observer_reads) / nodes,
+        },
+        "cpu": {
+            "producer": cpu_after["producer"] - cpu_before["producer"],
+            "consumer": cpu_after["consumer"] - cpu_before["consumer"],
+            "observer": own_cpu,
+        },
+        "consumer_rss": process_rss_bytes(workers.pid("consumer")),
+        "producer_rss": process_rss_bytes(workers.pid("producer")),
+        "plan": plan_stats(store, run.id, list(status.nodes)),
+    }
+
+
+def check_own_producer(producer: ProducerState, workers: Workers) -> None:
+    """Fail loudly if a worker other than ours ran the producer (someone else reads this Redis DB)."""
+    if not (producer.worker or "").endswith(f":{workers.pid('producer')}"):
+        raise RuntimeError(
+            f"the producer ran in {producer.worker}, not in this harness's worker (pid {workers.pid('producer')}): "
+            "another process reads this Redis DB; rerun with a free --redis-db"
+        )
+
+
+def plan_stats(store: StatusStore, run_id: str, unique_ids: list[str]) -> dict[str, float]:
+    """Edges in a run's plan, and the outcome keys a passing consumer reads to release its children."""
+    nodes = load_nodes(store, run_id, unique_ids)
+    edges = sum(len(node.parents) for node in nodes.values())
+    release_keys = sum(len(nodes[child].parents) for node in nodes.values() for child in node.children if child in nodes)
+    return {
+        "edges": edges,
+        "max_parents": max((len(node.parents) for node in nodes.values()), default=0),
+        "release_keys_per_node": release_keys / max(1, len(nodes)),
+    }
+
+
+def measure_producer_alone(
+    app: Celery, workers: Workers, project: Project, db: Path, threads: int, workspaces: Path
+) -> dict[str, Any]:
+    """Diagnostic: a dbt-celery run with the consumer worker frozen until the producer is done.
+
+    Shows what the producer costs on its own (no consumer competing for the CPUs);
+    the run then finishes normally so nothing is left behind.
+    """
+    project.write_profile(fresh_db(db), threads)
+    spec = RunSpec(project_dir=str(project.path), profiles_dir=str(project.path), threads=threads)
+    store = StatusStore(app.backend)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    with workers.paused("consumer"):
+        submitted = time.time()
+        run = submit(spec, app=app)
+        while True:
+            producer = store.producer_state(run.id)
+            if producer is not None and producer.state in (ProducerState.FINISHED, ProducerState.FAILED):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"producer of run {run.id} did not finish within {RUN_TIMEOUT} s")
+            time.sleep(0.05)
+    status = run.wait(RUN_TIMEOUT)
+    check_own_producer(producer, workers)
+    if status.state != "success" or producer.state != ProducerState.FINISHED:
+        raise RuntimeError(f"diagnostic run {run.id} ended {status.state}: {status.error}")
+    assert producer.started_at is not None and producer.finished_at is not None
+    span = _results_span(workspaces / run.id / "producer" / "target" / "run_results.json")
+    return {
+        "to_producer_finished": producer.finished_at - submitted,
+        "producer_total": producer.finished_at - producer.started_at,
+        "dbt_nodes_span": span["span"],
+        "plan_and_start": span["first_start"] - producer.started_at,
+    }
+
+
+def wake_up_lag(outcome: dict[str, Any]) -> float | None:
+    """Seconds from dbt finishing a node to its consumer ending (None if either is unknown)."""
+    if not outcome.get("finished_at") or outcome.get("consumer_finished_at") is None:
+        return None
+    return float(outcome["consumer_finished_at"]) - _epoch(outcome["finished_at"])
+
+
+def command_stats(client: redis.Redis) -> dict[str, int]:
+    """Calls per Redis command so far, and bytes in and out (server-wide, all databases)."""
+    calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in client.info("commandstats").items()}
+    stats = client.info("stats")
+    return {**calls, "@bytes_in": int(stats["total_net_input_bytes"]), "@bytes_out": int(stats["total_net_output_bytes"])}
+
+
+def idle_command_rate(client: redis.Redis, seconds: float = 2.0) -> float:
+    """Redis commands per second while nothing runs (worker heartbeats, blocking pops, other tenants)."""
+    def total() -> int:
+        return sum(value for name, value in command_stats(client).items() if not name.startswith("@"))
+
+    before = total()
+    time.sleep(seconds)
+    return (total() - before - 3) / seconds
+
+
+# -- naive: one new dbt process per node, chained on the same worker -------------------------
+def measure_naive(app: Celery, project: Project, nodes: list[Node], threads: int, target: Path) -> dict[str, Any]:
+    """Time a chain of ``naive_build`` tasks, one per node, in topological order.
+
+    The database must already hold every parent of ``nodes`` (a sample runs on the
+    database a complete dbt-celery run just built; the full chain on a fresh one).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    task = app.tasks[NAIVE_TASK]
+    signatures = [
+        task.si(str(project.path), node.name, threads, str(target)).set(queue=NAIVE_QUEUE) for node in nodes
+    ]
+    started = time.perf_counter()
+    result = chain(*signatures).apply_async()
+    result.get(timeout=RUN_TIMEOUT * 4, propagate=True, interval=0.1)
+    wall = time.perf_counter() - started
+    processes = []
+    node_result = result
+    while node_result is not None:
+        processes.append(node_result.result["seconds"])
+        node_result = node_result.parent
+    return {
+        "nodes_timed": len(nodes),
+        "wall": wall,
+        "per_node": wall / len(nodes),
+        "dbt_process_mean": statistics.fmean(processes),
+        "kinds": sorted({node.kind for node in nodes}),
+    }
+
+
+def sample_nodes(nodes: tuple[Node, ...], count: int) -> list[Node]:
+    """``count`` nodes spread evenly along the topological order (kept in that order)."""
+    if count >= len(nodes):
+        return list(nodes)
+    step = len(nodes) / count
+    return [nodes[int(step * i + step / 2)] for i in range(count)]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _dbt() -> str:
+    return str(Path(sys.executable).with_name("dbt"))
+
+
+def _epoch(iso: str) -> float:
+    """dbt's ISO timestamps are UTC without a zone."""
+    stamp = dt.datetime.fromisoformat(iso.rstrip("Z"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp.timestamp()
+
+
+def _results_span(path: Path) -> dict[str, Any]:
+    """First node start, last node end and their distance, from a run_results.json."""
+    results = json.loads(path.read_text())["results"]
+    starts, ends = [], []
+    for result in results:
+        timing = result.get("timing") or []
+        if timing:
+            starts.append(_epoch(timing[0]["started_at"]))
+            ends.append(_epoch(timing[-1]["completed_at"]))
+    if not starts:
+        return {"span": None, "first_start": None, "count": len(results)}
+    return {"span": max(ends) - min(starts), "first_start": min(starts), "count": len(results)}
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (linear interpolation) of a non-empty list."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
