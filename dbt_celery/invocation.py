@@ -45,6 +45,9 @@ STREAM_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseErr
 # Events that mean "this node is skipped because something upstream failed".
 _UPSTREAM_SKIP_EVENTS = frozenset({"SkippingDetails", "LogSkipBecauseError"})
 
+# dbt's message on a node skipped because an ephemeral model it inlines failed.
+_EPHEMERAL_SKIP = "caused by compilation error in referenced ephemeral model"
+
 _IN_PROCESS_LOCK = threading.Lock()
 _DONE = object()
 
@@ -64,6 +67,11 @@ class NodeEventParser:
             self._upstream_skipped.add(unique_id)
             return None
         if name == "NodeFinished":
+            result = data.get("run_result") or {}
+            # An "ERROR SKIP" (a failed ephemeral parent) fires LogSkipBecauseError without
+            # node_info; dbt's message on the skipped node is the only trace of it.
+            if result.get("status") == "skipped" and _EPHEMERAL_SKIP in (result.get("message") or ""):
+                self._upstream_skipped.add(unique_id)
             return event_from_node_finished(data, upstream_failed=unique_id in self._upstream_skipped)
         return None
 

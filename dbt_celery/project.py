@@ -70,7 +70,7 @@ class ProjectGraph:
         from dbt.compilation import Linker
         from dbt.graph import Graph
 
-        buildable = {uid for uid in selected if _is_buildable(manifest, uid)}
+        buildable = set(_with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)]))
         unit_tests = {uid for uid in buildable if uid in manifest.unit_tests}
         linker = Linker()
         linker.link_graph(manifest)
@@ -86,9 +86,12 @@ class ProjectGraph:
         parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
         # dbt runs a model's unit tests right before the model, and skips the model
         # when one fails: a unit test sits between the model's parents and the model.
+        model_parents = {uid: set(ups) for uid, ups in parents.items()}
         for uid in unit_tests:
             model = manifest.unit_tests[uid].depends_on.nodes[0]
-            parents[uid] = set(parents.get(model, ()))
+            # Every unit test of a model waits for the model's own parents only, never for
+            # another unit test of the same model (dbt runs them in an arbitrary order).
+            parents[uid] = set(model_parents.get(model, ()))
             if model in parents:
                 parents[model].add(uid)
         children: dict[str, set[str]] = {uid: set() for uid in parents}
@@ -141,7 +144,7 @@ def _select(spec: RunSpec, workspace: Workspace, manifest: Any) -> list[str]:
     if invocation.error or not invocation.success:
         raise SelectionError(f"dbt could not resolve the selection: {invocation.error or 'dbt ls failed'}")
     selected = [json.loads(line)["unique_id"] for line in invocation.result.result or []]
-    buildable = [uid for uid in selected if _is_buildable(manifest, uid)]
+    buildable = _with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)])
     if not buildable:
         flags = " ".join(_describe_selection(spec)) or "(everything)"
         raise SelectionError(f"the selection {flags} matches no node that dbt build would run")
@@ -167,6 +170,16 @@ def _is_buildable(manifest: Any, unique_id: str) -> bool:
     return getattr(node.config, "materialized", None) != "ephemeral"
 
 
+def _with_their_models(manifest: Any, buildable: list[str]) -> list[str]:
+    """Drop unit tests whose model is not selected: dbt build runs a unit test only right before its model."""
+    chosen = set(buildable)
+    return [
+        uid
+        for uid in buildable
+        if uid not in manifest.unit_tests or manifest.unit_tests[uid].depends_on.nodes[0] in chosen
+    ]
+
+
 def _display_name(node: Any) -> str:
     version = getattr(node, "version", None)
     return f"{node.name}.v{version}" if version is not None else node.name
@@ -175,7 +188,7 @@ def _display_name(node: Any) -> str:
 def _selector(node: Any, is_unit_test: bool) -> str:
     """A selector that matches exactly this node (dbt ignores bare unique ids)."""
     fqn = ".".join(str(part) for part in node.fqn)
-    return f"unit_test:{fqn}" if is_unit_test else f"fqn:{fqn}"
+    return f"fqn:{fqn}"  # unit_test: accepts only NAME or PACKAGE.NAME; fqn: takes a unit test's full fqn
 
 
 def _tests_of(manifest: Any, unique_id: str, selected: Mapping[str, Any]) -> list[str]:

@@ -161,7 +161,12 @@ def _outcome(decision: Decision, event: NodeEvent | None, attempt: Attempt) -> d
     else:
         assert decision.error is not None
         reason = decision.error.reason
-        status = Outcome.NOT_RUN.value if event is not None and event.outcome is Outcome.NOT_RUN else "failed"
+        if decision.error is UpstreamFailed:
+            status = Outcome.UPSTREAM_FAILED.value
+        elif event is not None and event.outcome is Outcome.NOT_RUN:
+            status = Outcome.NOT_RUN.value
+        else:
+            status = "failed"
     event_data = event.to_dict() if event is not None else {}
     return {
         "status": status,

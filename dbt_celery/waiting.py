@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from dbt_celery.errors import NodeError, NodeFailed, ProducerFailed, WaitTimedOut
+from dbt_celery.errors import NodeError, NodeFailed, ProducerFailed, UpstreamFailed, WaitTimedOut
 from dbt_celery.events import PASSING_OUTCOMES, NodeEvent, Outcome
 from dbt_celery.store import ProducerState
 
@@ -91,6 +91,10 @@ def decide(
     if event is None and not terminal:
         return wait
     if event is not None and event.outcome is Outcome.UPSTREAM_FAILED and event.resolved_by == "producer":
+        if limits.retries == 0:
+            # Without retries no parent was rebuilt: what failed lies outside the plan
+            # (an ephemeral model dbt inlines), and dbt's verdict stands.
+            return Decision(Action.FAIL, error=UpstreamFailed, reason=event.message or "an upstream node failed")
         # This consumer starts only after its parents' consumers passed, so whatever
         # failed upstream has been repaired since: build the node once dbt is done.
         return Decision(Action.FALLBACK, reason="upstream repaired") if terminal else wait

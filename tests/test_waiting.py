@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_celery.errors import NodeFailed, ProducerFailed, WaitTimedOut
+from dbt_celery.errors import NodeFailed, ProducerFailed, UpstreamFailed, WaitTimedOut
 from dbt_celery.events import NodeEvent, Outcome
 from dbt_celery.store import ProducerState
 from dbt_celery.waiting import Action, Attempt, Limits, after_fallback, decide, poll_countdown
@@ -60,6 +60,13 @@ def test_without_retries_a_failure_is_final_and_says_which():
     no_retries = Limits(0, 0.0, 30.0, 1.0)
     assert decide(event(Outcome.FAILED, "error"), RUNNING, FIRST, no_retries, NOW).error is NodeFailed
     assert decide(None, DEAD, FIRST, no_retries, NOW).error is ProducerFailed
+
+
+def test_without_retries_an_upstream_skip_stands():
+    # No parent was rebuilt, so what failed lies outside the plan (an ephemeral model).
+    no_retries = Limits(0, 0.0, 30.0, 1.0)
+    decision = decide(event(Outcome.UPSTREAM_FAILED, "skipped"), FINISHED, FIRST, no_retries, NOW)
+    assert (decision.action, decision.error) == (Action.FAIL, UpstreamFailed)
 
 
 def test_the_deadline_ends_a_wait():

@@ -1,0 +1,1 @@
+select id, depth + 1 as depth from {{ ref('chain_04') }}

@@ -1,0 +1,1 @@
+select 9 as id

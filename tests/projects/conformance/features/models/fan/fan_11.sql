@@ -1,0 +1,1 @@
+select 11 as id

@@ -1,0 +1,1 @@
+select 12 as id

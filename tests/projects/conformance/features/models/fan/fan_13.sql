@@ -1,0 +1,1 @@
+select 13 as id

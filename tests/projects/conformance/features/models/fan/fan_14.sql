@@ -1,0 +1,1 @@
+select 14 as id

@@ -1,0 +1,1 @@
+select 15 as id

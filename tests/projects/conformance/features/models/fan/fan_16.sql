@@ -1,0 +1,1 @@
+select 16 as id

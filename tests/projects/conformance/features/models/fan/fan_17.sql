@@ -1,0 +1,1 @@
+select 17 as id

@@ -1,0 +1,1 @@
+select 18 as id

@@ -1,0 +1,1 @@
+select 19 as id

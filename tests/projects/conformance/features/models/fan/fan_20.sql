@@ -1,0 +1,1 @@
+select 20 as id

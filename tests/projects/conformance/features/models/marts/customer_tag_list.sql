@@ -1,0 +1,2 @@
+{{ config(materialized='view') }}
+select id, tag from {{ ref('customer_tags') }}

@@ -1,0 +1,1 @@
+select size, count(*) as orders from {{ ref('order_size') }} group by size

@@ -1,0 +1,1 @@
+select count(*) as statuses from {{ ref('order_totals_report') }}

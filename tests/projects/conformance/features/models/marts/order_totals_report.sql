@@ -1,0 +1,1 @@
+select status, orders from {{ ref('order_totals') }} where orders > 0

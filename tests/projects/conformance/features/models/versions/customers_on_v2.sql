@@ -1,0 +1,1 @@
+select id, country from {{ ref('dim_customers', v=2) }}

@@ -1,0 +1,1 @@
+select id, id * 2 as twice from {{ ref('flaky') }}

@@ -1,0 +1,2 @@
+{{ config(materialized='view') }}
+select count(*) as people from {{ ref('guarded_child') }}
