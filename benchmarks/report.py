@@ -279,8 +279,8 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             f"- **Consumer RSS {end['rss_bytes'] / MB:.0f} MB** (dbt {'imported' if end['dbt_imported'] else 'not imported'}). "
             f"It was {start['rss_bytes'] / MB:.0f} MB right after start: the `celery` command itself loads its CLI "
             "plugins (flower, tornado, prometheus_client, prompt_toolkit, pygments are in this environment). It "
-            "grows once, during the first run, and then stays flat: the peak of transient allocations by eight "
-            "threads handling retries (billiard copies every frame's `co_positions()` per retry) is kept by the "
+            "grows once, during the first run, and then stays flat: the peak of transient allocations by the "
+            "consumer threads handling retries (billiard copies every frame's `co_positions()` per retry) is kept by the "
             "allocator, not leaked."
         )
     return notes

@@ -24,8 +24,8 @@ from dbt_celery.events import PASSING_OUTCOMES, NodeEvent, Outcome
 from dbt_celery.store import ProducerState
 
 #: First countdown between polls, in seconds; it grows by POLL_BACKOFF up to poll_max.
-FIRST_POLL_DELAY = 0.05
-POLL_BACKOFF = 1.5
+FIRST_POLL_DELAY = 0.1
+POLL_BACKOFF = 2.0
 
 
 class Action(str, enum.Enum):
