@@ -217,7 +217,7 @@ def _app(args: argparse.Namespace) -> Celery:
     if args.app:
         from celery.utils.imports import symbol_by_name
 
-        return symbol_by_name(args.app.replace(":", ".", 0) if ":" in args.app else args.app)
+        return symbol_by_name(args.app)
     import dbt_celery
 
     return dbt_celery.app

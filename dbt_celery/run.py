@@ -21,13 +21,13 @@ from celery.result import AsyncResult, GroupResult
 import dbt_celery.tasks  # noqa: F401 - registers the tasks submit sends
 from dbt_celery.config import Queues
 from dbt_celery.errors import ConfigurationError
+from dbt_celery.events import PASSING_OUTCOMES, Outcome
 from dbt_celery.plan import consumer_task_id, producer_task_id
 from dbt_celery.spec import RunSpec
 from dbt_celery.store import ProducerState, StatusStore
 
 #: Node statuses that end a node; the others are "pending" and "reported".
-FINAL_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "not_run"})
-PASSING_STATUSES = frozenset({"success", "skipped"})
+FINAL_STATUSES = frozenset({*(outcome.value for outcome in Outcome)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,7 @@ class DbtRun:
         nodes = self._node_statuses(plan["nodes"])
         producer_done = producer is None or spec is None or producer.is_terminal(spec.heartbeat_timeout)
         if producer_done and all(node.done for node in nodes.values()):
-            ok = all(node.status in PASSING_STATUSES for node in nodes.values())
+            ok = all(node.status in PASSING_OUTCOMES for node in nodes.values())
             return RunStatus(self.id, "success" if ok else "failed", nodes, producer, _producer_error(producer))
         return RunStatus(self.id, "running", nodes, producer, None)
 

@@ -22,7 +22,7 @@ from celery.signals import worker_init
 
 from dbt_celery.config import Queues
 from dbt_celery.errors import ConfigurationError, NodeError, UpstreamFailed
-from dbt_celery.events import NodeEvent, Outcome
+from dbt_celery.events import PASSING_OUTCOMES, NodeEvent, Outcome
 from dbt_celery.fallback import build_node
 from dbt_celery.overlap import take_turn
 from dbt_celery.plan import consumer_task_id, load_nodes
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 POLLS_HEADER = "dbt_celery_polls"
 RETRIES_HEADER = "dbt_celery_retries"
 FALLBACK_HEADER = "dbt_celery_fallback"
-
-PASSING_STATUSES = frozenset({"success", "skipped"})
 
 
 #: Seconds between two checks of a producer waiting for an earlier run of its project.
@@ -189,7 +187,7 @@ def _release_children(app: Any, store: StatusStore, run_id: str, node: GraphNode
     ready = []
     for child in children.values():
         outcomes = store.outcomes(run_id, child.parents)
-        if len(outcomes) == len(child.parents) and all(o["status"] in PASSING_STATUSES for o in outcomes.values()):
+        if len(outcomes) == len(child.parents) and all(o["status"] in PASSING_OUTCOMES for o in outcomes.values()):
             ready.append(child)
     _enqueue(app, store, run_id, ready)
 
