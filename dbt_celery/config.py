@@ -29,7 +29,7 @@ FALLBACK_QUEUE = "dbt_celery.fallback"
 #: The embedded default's broker: kombu's filesystem transport with atomic writes.
 FILE_TRANSPORT = "dbt_celery.file_broker:Transport"
 
-_JSON_ONLY = {
+_DEFAULTS = {
     "task_serializer": "json",
     "result_serializer": "json",
     "accept_content": ["json"],
@@ -54,15 +54,17 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
     """Celery settings from ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND`` and queue variables."""
     broker = environ.get("CELERY_BROKER_URL") or None
     backend = environ.get("CELERY_RESULT_BACKEND") or (broker if broker and broker.startswith("redis") else None)
-    settings: dict[str, Any] = {
-        **_JSON_ONLY,
+    producer_queue = environ.get("DBT_CELERY_PRODUCER_QUEUE", PRODUCER_QUEUE)
+    return {
+        **_DEFAULTS,
         "broker_url": broker,
         "result_backend": backend,
-        "dbt_celery_producer_queue": environ.get("DBT_CELERY_PRODUCER_QUEUE", PRODUCER_QUEUE),
+        "dbt_celery_producer_queue": producer_queue,
         "dbt_celery_consumer_queue": environ.get("DBT_CELERY_CONSUMER_QUEUE", CONSUMER_QUEUE),
         "dbt_celery_fallback_queue": environ.get("DBT_CELERY_FALLBACK_QUEUE", FALLBACK_QUEUE),
+        # A beat entry or send_task() of start_run lands where the producer worker listens.
+        "task_routes": {"dbt_celery.start_run": {"queue": producer_queue}},
     }
-    return settings
 
 
 def embedded_settings(root: Path, broker_dir: Path | None = None) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def load_settings() -> dict[str, Any]:
 def create_app(settings: Mapping[str, Any] | None = None, *, main: str = "dbt_celery") -> Celery:
     """A Celery app with dbt-celery's tasks and JSON-only settings."""
     app = Celery(main, set_as_current=False)
-    app.conf.update({**_JSON_ONLY, **(settings if settings is not None else load_settings())})
+    app.conf.update({**_DEFAULTS, **(settings if settings is not None else load_settings())})
     if "pickle" in (app.conf.accept_content or []):
         raise ConfigurationError("dbt-celery refuses pickle: set accept_content to ['json']")
     import dbt_celery.tasks  # noqa: F401 - registers the shared tasks on every app

@@ -67,12 +67,12 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise Ignore()
 
 
-@shared_task(name="dbt_celery.start_run")
-def start_run(spec: dict[str, Any]) -> str:
+@shared_task(bind=True, name="dbt_celery.start_run")
+def start_run(self: Task, spec: dict[str, Any]) -> str:
     """Start a run from a JSON spec and return its run id (for beat and ``send_task``)."""
     from dbt_celery.run import submit
 
-    return submit(RunSpec.from_dict(spec)).id
+    return submit(RunSpec.from_dict(spec), app=self.app).id
 
 
 @shared_task(

@@ -74,6 +74,7 @@ def test_example_builds_every_node_through_the_backend(redis_workers, redis_app,
     # One write per node: the producer never rewrites a growing blob.
     assert 0 < writes <= len(status.nodes)
     pubsub.close()
+    redis_client.config_set("notify-keyspace-events", "")  # leave the shared server as it was
 
 
 def test_transient_failure_is_repaired_by_the_fallback(redis_workers, redis_app, watcher_project, tmp_path):
@@ -215,3 +216,12 @@ def test_a_second_run_of_the_same_project_waits_for_the_first(redis_workers, red
     store = StatusStore(redis_app.backend)
     first_done = max(o["consumer_finished_at"] for o in store.outcomes(first.id, ["model.watcher.base", "model.watcher.slow_a"]).values())
     assert store.producer_state(second.id).started_at >= first_done
+
+
+def test_start_run_task_starts_a_run_from_json_as_beat_would(redis_workers, redis_app, watcher_project, tmp_path):
+    spec = watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("base",))
+    result = redis_app.send_task("dbt_celery.start_run", kwargs={"spec": json.loads(spec.to_json())})
+    run_id = result.get(timeout=60)  # routed to the producer queue, where the standalone worker listens
+    status = DbtRun.restore(run_id, app=redis_app).wait(RUN_TIMEOUT)
+    assert status.state == "success"
+    assert status.nodes["model.watcher.base"].status == "success"
