@@ -112,7 +112,9 @@ def after_fallback(event: NodeEvent, attempt: Attempt, limits: Limits) -> Decisi
     """Decide what follows a consumer's own build of its node."""
     if event.outcome in PASSING_OUTCOMES:
         return Decision(Action.SUCCEED, reason=event.outcome.value)
-    if attempt.retries < limits.retries:
+    # Every inline build spends one retry, also one that followed a repaired upstream
+    # (reached without a retry of its own).
+    if max(attempt.retries, 1) < limits.retries:
         return Decision(Action.RETRY, limits.retry_delay, error=NodeFailed, reason="fallback build failed")
     return Decision(Action.FAIL, error=NodeFailed, reason="fallback build failed")
 

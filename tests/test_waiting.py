@@ -87,3 +87,5 @@ def test_after_a_fallback_the_retry_budget_decides():
     assert after_fallback(failed, RETRIED, LIMITS).action is Action.FAIL
     assert after_fallback(failed, RETRIED, Limits(2, 0.0, 30.0, 1.0)).action is Action.RETRY
     assert after_fallback(event(Outcome.SUCCESS, "success", "fallback"), RETRIED, LIMITS).action is Action.SUCCEED
+    # A fallback after a repaired upstream came without a retry, but still spent one.
+    assert after_fallback(failed, FIRST, LIMITS).action is Action.FAIL
