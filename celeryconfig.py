@@ -15,6 +15,6 @@ fallback queues (prefork, one dbt build per process) and one for consumers:
     celery -A dbt_celery worker -Q dbt_celery.consumer -P threads -c 4 -E
 """
 
-from dbt_celery.config import settings_from_env
+from dbt_celery.celery.config import settings_from_env
 
 globals().update(settings_from_env())

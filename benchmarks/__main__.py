@@ -44,10 +44,10 @@ from benchmarks.measure import (
     measure_producer_alone,
     sample_nodes,
 )
-from benchmarks.report import ratio_lines, summarize_size, targets, TARGETS, write_markdown
+from benchmarks.report import TARGETS, ratio_lines, summarize_size, targets, write_markdown
 from benchmarks.scale import measure_scale
 from benchmarks.workers import Workers
-from dbt_celery.config import create_app, settings_from_env
+from dbt_celery.celery.config import create_app, settings_from_env
 
 REDIS_HOST = "redis://127.0.0.1:6379"
 SCALE_SIZES = (1_000, 5_000, 10_000)
@@ -86,8 +86,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--threads", type=int, default=4, help="dbt threads for both approaches (default 4)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows each model builds (per-model cost)")
     parser.add_argument("--seeds", type=int, default=2, help="seed files in each project (default 2)")
-    parser.add_argument("--naive-sample", type=int, default=None, help="nodes timed for the naive baseline (default 6, quick 2)")
-    parser.add_argument("--naive-full", action="store_true", help="time the naive chain over every node (slow: ~7 s per node)")
+    parser.add_argument(
+        "--naive-sample", type=int, default=None, help="nodes timed for the naive baseline (default 6, quick 2)"
+    )
+    parser.add_argument(
+        "--naive-full", action="store_true", help="time the naive chain over every node (slow: ~7 s per node)"
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -200,7 +204,7 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
     env = {
         "CELERY_BROKER_URL": url,
         "CELERY_RESULT_BACKEND": url,
-        "CELERY_CONFIG_MODULE": "dbt_celery._no_config",
+        "CELERY_CONFIG_MODULE": "dbt_celery.celery.no_config",
         "DBT_CELERY_WORKSPACE_DIR": str(workspaces),
         **dbt_env(),
     }
@@ -219,7 +223,9 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
             log("workers warm")
             results["idle_commands_per_second"] = idle_command_rate(client)
             for size in config.sizes:
-                results["sizes"][str(size)] = data = measure_size(config, root, app, workers, client, counter, workspaces, size)
+                results["sizes"][str(size)] = data = measure_size(
+                    config, root, app, workers, client, counter, workspaces, size
+                )
                 data["summary"] = summarize_size(data)
                 for line in ratio_lines(size, data["summary"]):
                     print(line, flush=True)
@@ -242,7 +248,14 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
 
 
 def measure_size(
-    config: Config, root: Path, app: Any, workers: Workers, client: redis.Redis, counter: ReadCounter, workspaces: Path, size: int
+    config: Config,
+    root: Path,
+    app: Any,
+    workers: Workers,
+    client: redis.Redis,
+    counter: ReadCounter,
+    workspaces: Path,
+    size: int,
 ) -> dict[str, Any]:
     project = generate(Shape(size, seeds=config.seeds, rows=config.rows), root / "projects")
     dbs = root / "db"
@@ -275,7 +288,9 @@ def measure_size(
     fresh_db(db)
     db = dbs / f"{size}-alone.duckdb"
     data["producer_alone"] = measure_producer_alone(app, workers, project, db, config.threads, workspaces)
-    log(f"  diagnostic, consumers paused: producer done {data['producer_alone']['to_producer_finished']:.2f} s after submit")
+    log(
+        f"  diagnostic, consumers paused: producer done {data['producer_alone']['to_producer_finished']:.2f} s after submit"
+    )
     # The naive baseline runs on the database the last measurement built (every parent exists).
     if config.naive_full:
         project.write_profile(fresh_db(dbs / f"{size}-naive.duckdb"), config.threads)
@@ -283,7 +298,10 @@ def measure_size(
     else:
         nodes = sample_nodes(project.nodes, config.naive_sample)
     log(f"  naive: {len(nodes)} node(s){'' if config.naive_full else ' (sample)'}, ~7 s each")
-    data["naive"] = {**measure_naive(app, project, nodes, config.threads, root / "naive-target"), "full": config.naive_full}
+    data["naive"] = {
+        **measure_naive(app, project, nodes, config.threads, root / "naive-target"),
+        "full": config.naive_full,
+    }
     fresh_db(db)
     return data
 

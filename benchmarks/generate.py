@@ -115,8 +115,10 @@ def generate(shape: Shape, root: Path) -> Project:
         number += size
         previous = earlier[-layers[depth - 1] :] if depth else []
         for index, name in enumerate(names, start=number - size + 1):
-            parents = _pick_parents(rng, shape, previous, earlier) if depth else (
-                [seeds[rng.randrange(len(seeds))]] if seeds else []
+            parents = (
+                _pick_parents(rng, shape, previous, earlier)
+                if depth
+                else ([seeds[rng.randrange(len(seeds))]] if seeds else [])
             )
             (folder / f"{name}.sql").write_text(_model_sql(parents, shape.rows, index))
             nodes.append(Node("model", name, tuple(parents)))
@@ -147,8 +149,7 @@ def _model_sql(parents: list[str], rows: int, salt: int) -> str:
     else:
         upstream, total = "", "0"
     return (
-        f"{upstream}select r.range as id, (r.range * 31 + {total} + {salt}) % 1000003 as v\n"
-        f"from range({rows}) as r\n"
+        f"{upstream}select r.range as id, (r.range * 31 + {total} + {salt}) % 1000003 as v\nfrom range({rows}) as r\n"
     )
 
 

@@ -23,10 +23,10 @@ from celery import Celery, chain
 from benchmarks.generate import Node, Project
 from benchmarks.naive import NAIVE_QUEUE, NAIVE_TASK
 from benchmarks.workers import Workers, process_rss_bytes
-from dbt_celery.plan import load_nodes
+from dbt_celery.core.plan import load_nodes
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.core.store import ProducerState, StatusStore
 from dbt_celery.run import submit
-from dbt_celery.spec import RunSpec
-from dbt_celery.store import ProducerState, StatusStore
 
 #: Seconds between the run handle's status reads while waiting (DbtRun.wait's default).
 WAIT_INTERVAL = 0.25
@@ -58,7 +58,16 @@ def dbt_cli(project: Project, args: list[str]) -> subprocess.CompletedProcess[st
 def measure_cli(project: Project, db: Path, threads: int) -> dict[str, Any]:
     """Wall time of a plain ``dbt build`` CLI process on a fresh database."""
     project.write_profile(fresh_db(db), threads)
-    command = [_dbt(), "build", "--threads", str(threads), "--project-dir", str(project.path), "--profiles-dir", str(project.path)]
+    command = [
+        _dbt(),
+        "build",
+        "--threads",
+        str(threads),
+        "--project-dir",
+        str(project.path),
+        "--profiles-dir",
+        str(project.path),
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     epoch = time.time()
     started = time.perf_counter()
@@ -188,7 +197,9 @@ def plan_stats(store: StatusStore, run_id: str, unique_ids: list[str]) -> dict[s
     """Edges in a run's plan, and the outcome keys a passing consumer reads to release its children."""
     nodes = load_nodes(store, run_id, unique_ids)
     edges = sum(len(node.parents) for node in nodes.values())
-    release_keys = sum(len(nodes[child].parents) for node in nodes.values() for child in node.children if child in nodes)
+    release_keys = sum(
+        len(nodes[child].parents) for node in nodes.values() for child in node.children if child in nodes
+    )
     return {
         "edges": edges,
         "max_parents": max((len(node.parents) for node in nodes.values()), default=0),
@@ -243,11 +254,16 @@ def command_stats(client: redis.Redis) -> dict[str, int]:
     """Calls per Redis command so far, and bytes in and out (server-wide, all databases)."""
     calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in client.info("commandstats").items()}
     stats = client.info("stats")
-    return {**calls, "@bytes_in": int(stats["total_net_input_bytes"]), "@bytes_out": int(stats["total_net_output_bytes"])}
+    return {
+        **calls,
+        "@bytes_in": int(stats["total_net_input_bytes"]),
+        "@bytes_out": int(stats["total_net_output_bytes"]),
+    }
 
 
 def idle_command_rate(client: redis.Redis, seconds: float = 2.0) -> float:
     """Redis commands per second while nothing runs (worker heartbeats, blocking pops, other tenants)."""
+
     def total() -> int:
         return sum(value for name, value in command_stats(client).items() if not name.startswith("@"))
 
@@ -265,9 +281,7 @@ def measure_naive(app: Celery, project: Project, nodes: list[Node], threads: int
     """
     target.mkdir(parents=True, exist_ok=True)
     task = app.tasks[NAIVE_TASK]
-    signatures = [
-        task.si(str(project.path), node.name, threads, str(target)).set(queue=NAIVE_QUEUE) for node in nodes
-    ]
+    signatures = [task.si(str(project.path), node.name, threads, str(target)).set(queue=NAIVE_QUEUE) for node in nodes]
     started = time.perf_counter()
     result = chain(*signatures).apply_async()
     result.get(timeout=RUN_TIMEOUT * 4, propagate=True, interval=0.1)
@@ -333,4 +347,3 @@ def percentile(values: list[float], fraction: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-

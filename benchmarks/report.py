@@ -115,7 +115,9 @@ def ratio_lines(size: int, summary: dict[str, Any]) -> list[str]:
     if "r2" in summary:
         how = (
             f"SAMPLED: {summary['naive_nodes_timed']} nodes timed, {summary['naive_per_node']:.2f} s/node "
-            f"x {summary['nodes']} nodes" if summary["naive_sampled"] else "full chain"
+            f"x {summary['nodes']} nodes"
+            if summary["naive_sampled"]
+            else "full chain"
         )
         lines.append(
             f"  R2 naive      {size} models: naive {summary['naive_total']:.0f} s ({how}) / dbt-celery "
@@ -164,7 +166,11 @@ def draw_charts(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     right.axhline(15, color="#c44e52", linestyle="--", label="target ≥ 15 (at 200)")
     for x, value in enumerate(r2):
         right.annotate(f"{value:.0f}×", (x, value), ha="center", va="bottom")
-    right.set_title("R2: naive (one dbt process per node) / dbt-celery" + ("\n(naive extrapolated from a sample)" if sampled else ""), fontsize=11)
+    right.set_title(
+        "R2: naive (one dbt process per node) / dbt-celery"
+        + ("\n(naive extrapolated from a sample)" if sampled else ""),
+        fontsize=11,
+    )
     right.set_ylim(0, max(r2 + [15]) * 1.25)
     right.set_xlabel("models")
     right.set_ylabel("ratio (higher is better)")
@@ -181,7 +187,13 @@ def draw_charts(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     for size, v in sizes:
         lags = [lag for m in v["celery"] for lag in m["lags"]]
         if lags:
-            axis.hist(lags, bins=bins, histtype="step", linewidth=1.6, label=f"{size} models (p95 {percentile(lags, 0.95):.2f} s)")
+            axis.hist(
+                lags,
+                bins=bins,
+                histtype="step",
+                linewidth=1.6,
+                label=f"{size} models (p95 {percentile(lags, 0.95):.2f} s)",
+            )
     axis.axvline(1.0, color="#c44e52", linestyle="--", label="p95 target 1 s")
     axis.set_title("R3: wake-up lag per node (consumer terminal − dbt node finished)")
     axis.set_xlabel("seconds")
@@ -239,7 +251,8 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 "- Where the consumer CPU goes: **the plan's edges.** dbt's default `add_test_edges` links the "
                 "tests of *every ancestor* to a node, and the plan keeps those edges; a passing consumer's "
                 "`_release_children` reads, for each child, the outcomes of all that child's parents: "
-                + detail + ". This grows roughly with N × depth²."
+                + detail
+                + ". This grows roughly with N × depth²."
             )
         elif plans:
             notes.append(f"- The plan's edges are not the cost: {detail}.")
@@ -310,9 +323,7 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         f"load average at start {machine['load_start']}, at end {machine.get('load_end', '?')} "
         "(the machine was shared with other work)"
     )
-    add(
-        "- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items())
-    )
+    add("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     add(
         f"- settings: {cfg['threads']} dbt threads for both approaches, {cfg['rows']:,} rows per model "
         f"(`range()`), fan-in 1–5, {cfg['seeds']} seeds, {cfg['reps']} repetition(s) per size "
@@ -331,7 +342,9 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("")
     add("## Results")
     add("")
-    add("| models | nodes | dbt build (s) | dbt-celery (s) | R1 | naive (s) | R2 | lag p50 / p95 / max (s) | executions / node | worker reads / node | consumer RSS |")
+    add(
+        "| models | nodes | dbt build (s) | dbt-celery (s) | R1 | naive (s) | R2 | lag p50 / p95 / max (s) | executions / node | worker reads / node | consumer RSS |"
+    )
     add("|---|---|---|---|---|---|---|---|---|---|---|")
     for size, data in sizes:
         s = data["summary"]
@@ -435,7 +448,11 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     )
     add("")
     names = list(sizes[0][1]["summary"]["redis_per_node"]) if sizes else []
-    add("| models | executions / node | worker reads / node | " + " | ".join(n.upper() for n in names) + " | all commands | Redis traffic |")
+    add(
+        "| models | executions / node | worker reads / node | "
+        + " | ".join(n.upper() for n in names)
+        + " | all commands | Redis traffic |"
+    )
     add("|---|---|---|" + "---|" * len(names) + "---|---|")
     for size, data in sizes:
         s = data["summary"]
@@ -456,7 +473,9 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         "(the floor for one round trip per record)."
     )
     add("")
-    add("| nodes | roots | plan save (s) | enqueue roots (s) | plan + enqueue (s) | node-event writes (s) | µs / write | direct SET (s) | Redis commands / write |")
+    add(
+        "| nodes | roots | plan save (s) | enqueue roots (s) | plan + enqueue (s) | node-event writes (s) | µs / write | direct SET (s) | Redis commands / write |"
+    )
     add("|---|---|---|---|---|---|---|---|---|")
     for row in results["scale"]:
         add(

@@ -1,6 +1,6 @@
 """R4: what dbt-celery's own bookkeeping costs on big graphs, with no dbt at all.
 
-A synthetic :class:`~dbt_celery.project.ProjectGraph` of N nodes (half models in
+A synthetic :class:`~dbt_celery.dbt.project.ProjectGraph` of N nodes (half models in
 layers with 1-5 parents, half ``not_null`` tests, test edges as ``dbt build`` adds
 them) is planned, saved and its root consumers enqueued on a Redis broker, on a queue
 no worker reads; then N node events are written one by one, as the producer writes
@@ -18,12 +18,12 @@ from typing import Any
 import redis
 from celery import Celery
 
-from dbt_celery.config import create_app, settings_from_env
-from dbt_celery.events import NodeEvent, Outcome
-from dbt_celery.plan import RunPlan
-from dbt_celery.project import GraphNode, ProjectGraph
-from dbt_celery.store import StatusStore, encode_payload
-from dbt_celery.tasks import _enqueue
+from dbt_celery.celery.config import create_app, settings_from_env
+from dbt_celery.celery.tasks import _enqueue
+from dbt_celery.core.plan import RunPlan
+from dbt_celery.core.records import NodeEvent, Outcome
+from dbt_celery.core.store import StatusStore, encode_payload
+from dbt_celery.dbt.project import GraphNode, ProjectGraph
 
 #: The queue the R4 root consumers are sent to; no worker reads it, it is deleted after.
 SCALE_QUEUE = "bench.scale"
@@ -47,7 +47,9 @@ def synthetic_graph(size: int, *, max_parents: int = 5, seed: int = 11) -> Proje
                 continue
             previous = names[bounds[layer - 1] : bounds[layer]]
             earlier = names[: bounds[layer]]
-            picked = {rng.choice(previous)} | set(rng.sample(earlier, rng.randint(1, min(max_parents, len(earlier))) - 1))
+            picked = {rng.choice(previous)} | set(
+                rng.sample(earlier, rng.randint(1, min(max_parents, len(earlier))) - 1)
+            )
             # dbt build's test edges: a model also waits for its parents' tests.
             parents[name] = picked | {tests[parent] for parent in picked}
     for name in names[: size - models]:
@@ -110,7 +112,9 @@ def measure_scale(redis_url: str, size: int) -> dict[str, Any]:
             "write_us": (written - write_started) / len(events) * 1e6,
             "direct_writes": direct,
             # Redis commands the writes issued, per write (server-wide counters: other tenants add a little).
-            "write_commands": {name: (after.get(name, 0) - before.get(name, 0)) / len(events) for name in WRITE_COMMANDS},
+            "write_commands": {
+                name: (after.get(name, 0) - before.get(name, 0)) / len(events) for name in WRITE_COMMANDS
+            },
         }
     finally:
         client.delete(SCALE_QUEUE)
@@ -122,7 +126,9 @@ def _calls(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in client.info("commandstats").items()}
 
 
-def _direct_writes(client: redis.Redis, store: StatusStore, run_id: str, events: list[NodeEvent], expires: Any) -> float:
+def _direct_writes(
+    client: redis.Redis, store: StatusStore, run_id: str, events: list[NodeEvent], expires: Any
+) -> float:
     """The same records as plain SETs (no MULTI/PUBLISH), for comparison with the library's path."""
     started = time.perf_counter()
     for event in events:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from celery import Celery
 
 from benchmarks.naive import NAIVE_QUEUE
-from dbt_celery.workers import LocalWorkers
+from dbt_celery.celery.workers import LocalWorkers
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds a worker may take to answer its first ping.
@@ -46,7 +46,7 @@ class Workers(LocalWorkers):
         self.cwd = REPO
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.env.get("PYTHONPATH"), str(REPO)]))
 
-    def __enter__(self) -> "Workers":
+    def __enter__(self) -> Workers:
         atexit.register(self.stop)
         super().__enter__()
         try:

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from dbt_celery.core.profiles import DuckDBProfile, PostgresProfile, RedshiftProfile
+from dbt_celery.core.records import NodeEvent, NodeOutcome, NodeState
+from dbt_celery.core.spec import RunSpec
 from dbt_celery.errors import (
     ConfigurationError,
+    ConsumerCrashed,
     DbtCeleryError,
     DbtInvocationError,
     NodeError,
@@ -23,14 +27,13 @@ from dbt_celery.errors import (
     ProducerFailed,
     ProfileError,
     ProjectNotFound,
+    RunCancelled,
     SelectionError,
+    StoreUnavailable,
     UnsupportedBackend,
     UpstreamFailed,
     WaitTimedOut,
 )
-from dbt_celery.events import NodeEvent, Outcome
-from dbt_celery.profiles import DuckDBProfile, PostgresProfile, RedshiftProfile
-from dbt_celery.spec import RunSpec
 
 __all__ = [
     # running
@@ -46,7 +49,8 @@ __all__ = [
     "RedshiftProfile",
     # records
     "NodeEvent",
-    "Outcome",
+    "NodeOutcome",
+    "NodeState",
     # errors
     "DbtCeleryError",
     "ConfigurationError",
@@ -61,14 +65,17 @@ __all__ = [
     "UpstreamFailed",
     "ProducerFailed",
     "WaitTimedOut",
+    "RunCancelled",
+    "ConsumerCrashed",
+    "StoreUnavailable",
 ]
 
 _LAZY = {
     "submit": "dbt_celery.run",
     "DbtRun": "dbt_celery.run",
-    "RunStatus": "dbt_celery.run",
-    "NodeStatus": "dbt_celery.run",
-    "create_app": "dbt_celery.config",
+    "RunStatus": "dbt_celery.core.summary",
+    "NodeStatus": "dbt_celery.core.summary",
+    "create_app": "dbt_celery.celery.config",
 }
 _standalone_app = None
 
@@ -79,7 +86,7 @@ def __getattr__(name: str) -> Any:
     global _standalone_app
     if name == "app":
         if _standalone_app is None:
-            from dbt_celery.config import create_app
+            from dbt_celery.celery.config import create_app
 
             _standalone_app = create_app()
             _standalone_app.set_current()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,17 +14,21 @@ from typing import TYPE_CHECKING, Sequence
 from celery import Celery
 from rich.console import Console
 
+from dbt_celery.core.spec import RunSpec
 from dbt_celery.errors import ConfigurationError, DbtCeleryError
-from dbt_celery.spec import RunSpec
 
 if TYPE_CHECKING:
-    from dbt_celery.run import RunStatus
-    from dbt_celery.workers import LocalWorkers
+    from dbt_celery.celery.embedded import EmbeddedWorkers
+    from dbt_celery.core.summary import RunStatus
+    from dbt_celery.run import DbtRun
 
 EXIT_OK = 0
 EXIT_NODES_FAILED = 1
 EXIT_USAGE = 2
-EXIT_TIMEOUT = 3
+EXIT_RUNNING = 3  # `status` of a run that has not ended yet; `run` that gave up waiting
+EXIT_INTERRUPTED = 130
+#: Seconds a cancelled run gets to stop dbt and end its nodes before the CLI stops waiting.
+CANCEL_GRACE = 30.0
 #: Seconds a run may stay queued before the CLI asks whether any worker is listening.
 QUEUED_HINT_AFTER = 30.0
 
@@ -31,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dbt-celery`` console script."""
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated CLI cancels its run like Ctrl-C
     try:
         return args.handler(args, console)
     except DbtCeleryError as exc:
@@ -38,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,10 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     conformance.add_argument("--reference-target", help="target of the plain dbt build (default: --target)")
     conformance.set_defaults(handler=_conformance, retries=0)
 
-    status = commands.add_parser("status", help="show a run started elsewhere")
+    status = commands.add_parser("status", help="show a run started elsewhere (exit 3 while it runs)")
     status.add_argument("run_id")
     _add_common(status)
     status.set_defaults(handler=_status)
+
+    cancel = commands.add_parser("cancel", help="stop a run: dbt is interrupted, unfinished nodes end cancelled")
+    cancel.add_argument("run_id")
+    _add_common(cancel)
+    cancel.set_defaults(handler=_cancel)
     return parser
 
 
@@ -69,7 +85,7 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", "-s", nargs="+", default=[], help="dbt --select")
     parser.add_argument("--exclude", nargs="+", default=[], help="dbt --exclude")
     parser.add_argument("--selector", help="a YAML selector of the project")
-    parser.add_argument("--vars", help="dbt vars as JSON or YAML, e.g. '{\"day\": \"2026-01-01\"}'")
+    parser.add_argument("--vars", help='dbt vars as JSON or YAML, e.g. \'{"day": "2026-01-01"}\'')
     parser.add_argument("--full-refresh", action="store_true")
     parser.add_argument("--target", "-t")
     parser.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
@@ -90,22 +106,24 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     spec = _spec_from_args(args)
     spec.check_project()
     app = _app(args)
-    from dbt_celery.config import is_embedded, state_dir
+    from dbt_celery.celery.config import is_embedded, state_dir
 
     if not is_embedded(app):
         return _submit_and_follow(app, spec, args, console, workers=None)
-    from dbt_celery.embedded import EmbeddedWorkers
+    from dbt_celery.celery.embedded import EmbeddedWorkers
 
     if args.no_wait:
-        raise ConfigurationError("--no-wait needs a broker (CELERY_BROKER_URL): the embedded workers live only as long as this command")
+        raise ConfigurationError(
+            "--no-wait needs a broker (CELERY_BROKER_URL): the embedded workers live only as long as this command"
+        )
     with EmbeddedWorkers(state_dir()) as workers:
         return _submit_and_follow(workers.app, spec, args, console, workers=workers)
 
 
 def _submit_and_follow(
-    app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: LocalWorkers | None
+    app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: EmbeddedWorkers | None
 ) -> int:
-    from dbt_celery.config import Queues
+    from dbt_celery.celery.queues import Queues
     from dbt_celery.progress import LiveProgress
     from dbt_celery.run import submit
 
@@ -127,25 +145,40 @@ def _submit_and_follow(
         if status.state == "queued" and not hinted and time.monotonic() - submitted_at > QUEUED_HINT_AFTER:
             hinted = True
             queue = Queues.of(app).producer or app.conf.task_default_queue
-            console.print(f"[yellow]still queued after {QUEUED_HINT_AFTER:.0f} s: is a worker consuming queue {queue}?[/]")
+            console.print(
+                f"[yellow]still queued after {QUEUED_HINT_AFTER:.0f} s: is a worker consuming queue {queue}?[/]"
+            )
 
     display = None if args.json or not console.is_terminal else LiveProgress(console)
     try:
-        if display is not None:
-            with display:
-                status = run.wait(spec.timeout + 60, on_update=on_update)
-        else:
-            status = run.wait(spec.timeout + 60, on_update=on_update)
+        with display if display is not None else contextlib.nullcontext():
+            status = run.wait(spec.timeout + 180, on_update=on_update)
     except TimeoutError as exc:
         console.print(f"[bold red]timed out:[/] {exc}")
-        return EXIT_TIMEOUT
+        return EXIT_RUNNING
+    except KeyboardInterrupt:
+        return _cancel_and_report(run, args, console)
     return _report(status, args, console)
+
+
+def _cancel_and_report(run: DbtRun, args: argparse.Namespace, console: Console) -> int:
+    """Ctrl-C or SIGTERM while following a run: cancel it and wait (briefly) for it to stop."""
+    console.print(f"[yellow]interrupted: cancelling run {run.id} ...[/]")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave workers behind
+    run.cancel("interrupted from the command line")
+    try:
+        status = run.wait(CANCEL_GRACE)
+    except TimeoutError:
+        console.print(f"[yellow]run {run.id} is still stopping; see `dbt-celery status {run.id}`[/]")
+        return EXIT_INTERRUPTED
+    _report(status, args, console)
+    return EXIT_INTERRUPTED
 
 
 def _conformance(args: argparse.Namespace, console: Console) -> int:
     import dataclasses
 
-    from dbt_celery.config import is_embedded
+    from dbt_celery.celery.config import is_embedded
     from dbt_celery.conformance import compare
     from dbt_celery.progress import differences_table
 
@@ -169,6 +202,15 @@ def _status(args: argparse.Namespace, console: Console) -> int:
     return _report(status, args, console)
 
 
+def _cancel(args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.run import DbtRun
+
+    run = DbtRun.restore(args.run_id, app=_app(args))
+    first = run.cancel("cancelled from the command line")
+    console.print(f"run {run.id}: {'cancel requested' if first else 'already cancelled'}")
+    return EXIT_OK
+
+
 def _report(status: RunStatus, args: argparse.Namespace, console: Console) -> int:
     from dbt_celery.progress import failure_lines, result_table
 
@@ -179,7 +221,7 @@ def _report(status: RunStatus, args: argparse.Namespace, console: Console) -> in
         out.print(result_table(status))
         out.print(failure_lines(status))
     if not status.done:
-        return EXIT_NODES_FAILED
+        return EXIT_RUNNING
     return EXIT_OK if status.state == "success" else EXIT_NODES_FAILED
 
 
@@ -194,7 +236,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
             profile = json.loads(args.profile_json)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"--profile-json is not valid JSON: {exc}") from None
-    options = {"timeout": args.timeout} if args.timeout else {}
+    options = {"timeout": args.timeout} if args.timeout is not None else {}
     spec = RunSpec(
         project_dir=str(project),
         profiles_dir=profiles_dir,
@@ -214,13 +256,19 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def _app(args: argparse.Namespace) -> Celery:
-    if args.app:
-        from celery.utils.imports import symbol_by_name
+    if not args.app:
+        import dbt_celery
 
-        return symbol_by_name(args.app)
-    import dbt_celery
+        return dbt_celery.app
+    from celery.utils.imports import symbol_by_name
 
-    return dbt_celery.app
+    try:
+        app = symbol_by_name(args.app)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"cannot load the Celery app {args.app!r}: {exc}") from None
+    if not isinstance(app, Celery):
+        raise ConfigurationError(f"{args.app!r} is a {type(app).__name__}, not a Celery app")
+    return app
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 :func:`compare` runs a plain ``dbt build`` (a dbt CLI process) and a dbt-celery run of
 the same selection, then compares them node by node: dbt-celery's ``dbt_status`` must be
 the status in the reference ``run_results.json``, and its final status the outcome that
-status maps to (:data:`dbt_celery.events.DBT_STATUS_OUTCOMES`; a build skip is an
+status maps to (:data:`dbt_celery.core.records.DBT_STATUS_OUTCOMES`; a build skip is an
 upstream failure). A node on one side only is a difference. ``dbt-celery conformance``
 runs it on any project.
 """
@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 from celery import Celery
 
-from dbt_celery.commands import Workspace, build_command
-from dbt_celery.events import outcome_for
-from dbt_celery.invocation import DbtInvocation
-from dbt_celery.project import BUILDABLE_TYPES
-from dbt_celery.spec import RunSpec
+from dbt_celery.core.records import state_for
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.dbt.commands import Workspace, build_command
+from dbt_celery.dbt.invocation import DbtInvocation
+from dbt_celery.dbt.project import BUILDABLE_TYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,19 +69,19 @@ def reference_statuses(spec: RunSpec) -> dict[str, str]:
     if not workspace.run_results.is_file():
         return {}
     results = json.loads(workspace.run_results.read_text()).get("results", [])
-    return {
-        r["unique_id"]: r["status"] for r in results if r["unique_id"].split(".", 1)[0] in BUILDABLE_TYPES
-    }
+    return {r["unique_id"]: r["status"] for r in results if r["unique_id"].split(".", 1)[0] in BUILDABLE_TYPES}
 
 
-def compare(reference: RunSpec, candidate: RunSpec, *, app: Celery | None = None, timeout: float = 600) -> ConformanceReport:
+def compare(
+    reference: RunSpec, candidate: RunSpec, *, app: Celery | None = None, timeout: float = 600
+) -> ConformanceReport:
     """Build with plain dbt (``reference``) and with dbt-celery (``candidate``); compare the nodes."""
     from dbt_celery.run import submit
 
     expected = reference_statuses(reference)
     with _celery_app(app) as celery_app:
         status = submit(candidate, app=celery_app).wait(timeout)
-    got = {uid: {"status": node.status, "dbt_status": node.dbt_status} for uid, node in status.nodes.items()}
+    got = {uid: {"status": node.status.value, "dbt_status": node.dbt_status} for uid, node in status.nodes.items()}
     return ConformanceReport(expected, got, differences(expected, got), status.run_id, status.error)
 
 
@@ -95,7 +95,7 @@ def differences(expected: dict[str, str], got: dict[str, dict[str, Any]]) -> lis
         if uid not in expected:
             found.append(Difference(uid, None, got[uid]["status"], "dbt-celery ran it; plain dbt build did not"))
             continue
-        want_status = outcome_for(expected[uid], upstream_failed=True).value
+        want_status = state_for(expected[uid], upstream_failed=True).value
         node = got[uid]
         if node["dbt_status"] != expected[uid] or node["status"] != want_status:
             found.append(
@@ -114,8 +114,8 @@ def _celery_app(app: Celery | None) -> Iterator[Celery]:
     if app is not None:
         yield app
         return
-    from dbt_celery.config import state_dir
-    from dbt_celery.embedded import EmbeddedWorkers
+    from dbt_celery.celery.config import state_dir
+    from dbt_celery.celery.embedded import EmbeddedWorkers
 
     with EmbeddedWorkers(state_dir()) as workers:
         yield workers.app

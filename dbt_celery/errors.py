@@ -8,11 +8,14 @@
     │   └── UnsupportedBackend  a result backend the status store cannot use
     ├── DbtInvocationError      dbt itself could not run (crash, bad flags, exit 2)
     ├── PayloadError            a status payload that is corrupt, oversized or not ours
+    ├── StoreUnavailable        the status store cannot be reached (after retrying)
     └── NodeError               why a consumer task ended without building its node
         ├── NodeFailed          dbt reported the node as failed
         ├── UpstreamFailed      a node this one depends on failed for good
         ├── ProducerFailed      the producer died or failed before reporting the node
-        └── WaitTimedOut        the run's timeout passed while the node was still open
+        ├── WaitTimedOut        the run's timeout passed while the node was still open
+        ├── RunCancelled        the run was cancelled before the node was built
+        └── ConsumerCrashed     the consumer itself broke (a bug or a broken record)
 
 NodeError subclasses travel through Celery's result backend as JSON, so their
 constructors take a single message string.
@@ -53,6 +56,10 @@ class PayloadError(DbtCeleryError):
     """A stored status payload could not be decoded: corrupt, oversized or foreign."""
 
 
+class StoreUnavailable(DbtCeleryError):
+    """The status store (the result backend, or dbt-celery's own store) cannot be reached or written."""
+
+
 class NodeError(DbtCeleryError):
     """A consumer ended without a built node; the subclass says why."""
 
@@ -81,3 +88,15 @@ class WaitTimedOut(NodeError):
     """The run's timeout passed before the node reached a final state."""
 
     reason = "timed_out"
+
+
+class RunCancelled(NodeError):
+    """The run was cancelled (``DbtRun.cancel()``, Ctrl-C) before the node was built."""
+
+    reason = "cancelled"
+
+
+class ConsumerCrashed(NodeError):
+    """The consumer raised something unexpected; the message says what."""
+
+    reason = "error"

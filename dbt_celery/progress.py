@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import TracebackType
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -9,17 +11,22 @@ from rich.table import Table
 from rich.text import Text
 
 from dbt_celery.conformance import ConformanceReport
-from dbt_celery.run import NodeStatus, RunStatus
+from dbt_celery.core.records import NodeState
+from dbt_celery.core.summary import NodeStatus, RunStatus
 
 STATUS_STYLES = {
-    "success": "green",
-    "skipped": "yellow",
-    "failed": "bold red",
-    "upstream_failed": "red",
-    "not_run": "magenta",
-    "reported": "cyan",
-    "pending": "dim",
+    NodeState.SUCCESS: "green",
+    NodeState.SKIPPED: "yellow",
+    NodeState.FAILED: "bold red",
+    NodeState.UPSTREAM_FAILED: "red",
+    NodeState.NOT_RUN: "magenta",
+    NodeState.ERROR: "bold magenta",
+    NodeState.CANCELLED: "yellow",
+    NodeState.REPORTED: "cyan",
+    NodeState.PENDING: "dim",
 }
+#: States counted as "failed" in the live display.
+_FAILED = (NodeState.FAILED, NodeState.UPSTREAM_FAILED, NodeState.NOT_RUN, NodeState.ERROR, NodeState.CANCELLED)
 
 
 class LiveProgress:
@@ -38,12 +45,12 @@ class LiveProgress:
         self.task = self.progress.add_task("planning", total=None, counts="")
         self.live = Live(self.progress, console=console, refresh_per_second=8, transient=True)
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
+        self.live.__exit__(kind, value, trace)
 
     def update(self, status: RunStatus) -> None:
         """Show one snapshot of the run."""
@@ -51,7 +58,7 @@ class LiveProgress:
         done = sum(1 for node in status.nodes.values() if node.done)
         counts = (
             f"[green]{status.count('success')} ok[/] "
-            f"[red]{status.count('failed', 'upstream_failed', 'not_run')} failed[/] "
+            f"[red]{status.count(*_FAILED)} failed[/] "
             f"[cyan]{status.count('reported')} reported[/] "
             f"[dim]{status.count('pending')} waiting[/]"
         )
@@ -61,16 +68,17 @@ class LiveProgress:
 def result_table(status: RunStatus) -> Table:
     """The final per-node table of a run."""
     table = Table(title=f"dbt-celery run {status.run_id}: {status.state}", title_style="bold")
-    for column in ("node", "type", "status", "dbt status", "by", "seconds"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for column in ("node", "type", "status", "dbt status", "by", "rows", "seconds"):
+        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left", overflow="fold")
     for node in sorted(status.nodes.values(), key=_order):
         seconds = f"{node.execution_time:.2f}" if node.execution_time is not None else ""
         table.add_row(
             node.name,
             node.resource_type,
-            Text(node.status, style=STATUS_STYLES.get(node.status, "")),
+            Text(node.status.value, style=STATUS_STYLES.get(node.status, "")),
             node.dbt_status or "",
             node.resolved_by or "",
+            str(node.rows_affected) if node.rows_affected is not None else "",
             seconds,
         )
     return table
@@ -82,7 +90,7 @@ def failure_lines(status: RunStatus) -> Group:
     if status.error:
         lines.append(Text(f"error: {status.error}", style="bold red"))
     for node in sorted(status.nodes.values(), key=_order):
-        if node.status in ("failed", "not_run") and node.message:
+        if node.status in (NodeState.FAILED, NodeState.NOT_RUN, NodeState.ERROR) and node.message:
             lines.append(Text(f"{node.name}: {node.message.strip()}", style="red"))
     return Group(*lines)
 

@@ -1,0 +1,75 @@
+"""Where dbt-celery keeps its records for a Celery app: the one place backends are told apart.
+
+By default the records live in the app's own result backend when it can serve (Redis,
+or the embedded SQLite file). An app whose result backend cannot (django-celery-results'
+``django-db``, ``db+``, ``rpc://``, or ``task_ignore_result=True`` setups) names a separate
+store with the setting ``dbt_celery_store_url`` (``redis://...``), and keeps its backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+
+from dbt_celery.celery.sqlite_backend import SQLiteBackend
+from dbt_celery.core.kv import KeyValue, RedisKV, SQLiteKV
+from dbt_celery.core.store import StatusStore
+from dbt_celery.errors import UnsupportedBackend
+
+_STORES: dict[int, StatusStore] = {}
+
+
+def store_for(app: Celery) -> StatusStore:
+    """The status store of an app (one per app, built on first use)."""
+    store = _STORES.get(id(app))
+    if store is None:
+        store = _STORES[id(app)] = StatusStore(kv_for(app))
+    return store
+
+
+def kv_for(app: Celery) -> KeyValue:
+    """The key-value store behind an app's dbt-celery records."""
+    url = app.conf.get("dbt_celery_store_url")
+    expires = _seconds(app.conf.result_expires)
+    if url:
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            return RedisKV.from_url(url, expires)
+        if url.startswith("sqlite:///"):
+            return SQLiteKV(url[len("sqlite:///") :], expires)
+        raise UnsupportedBackend(f"dbt_celery_store_url must be a redis:// or sqlite:/// URL, not {url!r}")
+    backend = app.backend
+    if isinstance(backend, SQLiteBackend):
+        return backend.kv
+    if isinstance(backend, RedisBackend):
+        return RedisKV(backend.client, backend.expires)
+    raise UnsupportedBackend(_refusal(backend))
+
+
+def _refusal(backend: Any) -> str:
+    name = type(backend).__name__
+    why = {
+        "RPCBackend": "rpc:// results are visible only to the process that sent the task",
+        "DisabledBackend": "the app has no result backend",
+    }.get(name, "it offers no atomic set-if-absent, which dbt-celery's claims and leases need")
+    return (
+        f"dbt-celery cannot keep its records in the {name} result backend ({why}). "
+        "Use Redis as the result backend, or keep yours and set dbt_celery_store_url = 'redis://...'"
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a store error says "try again later" rather than "this cannot work"."""
+    import redis.exceptions
+
+    if isinstance(
+        exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+    ):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc) for word in ("locked", "busy"))
+
+
+def _seconds(value: Any) -> float | None:
+    return value.total_seconds() if hasattr(value, "total_seconds") else value

@@ -1,0 +1,218 @@
+"""The key-value protocol under the status store, and its three adapters.
+
+Three primitives carry every record: read many keys, write many keys, and write many
+keys *only if* some keys still hold what the caller last read (``set_if``). The last
+one gives set-if-absent (claims), compare-and-set, and fenced writes (a record written
+only while its writer's lease is current) in one atomic step.
+
+* :class:`RedisKV` — a Lua script makes ``set_if`` atomic on the server.
+* :class:`SQLiteKV` — one SQLite file (the embedded default); ``set_if`` is a transaction.
+* :class:`MemoryKV` — a dict behind a lock, for unit tests.
+
+Values are bytes; an empty value never occurs (payloads are base64 text).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+
+class KeyValue(Protocol):
+    """What the status store needs from a storage backend."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order (None where absent)."""
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Write every item."""
+
+    def set_if(self, guards: Mapping[str, bytes | None], items: Mapping[str, bytes]) -> bool:
+        """Write ``items`` only if each guard key holds its value (None: absent); say whether it wrote."""
+
+
+def set_if_absent(kv: KeyValue, key: str, value: bytes) -> bool:
+    """Write ``value`` under ``key`` only if nothing is there: a one-time claim."""
+    return kv.set_if({key: None}, {key: value})
+
+
+def compare_and_set(kv: KeyValue, key: str, expected: bytes | None, value: bytes) -> bool:
+    """Replace what ``key`` holds only if it still holds ``expected``."""
+    return kv.set_if({key: expected}, {key: value})
+
+
+class MemoryKV:
+    """An in-process store for tests: a dict behind a lock."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order."""
+        with self._lock:
+            return [self.data.get(key) for key in keys]
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Write every item."""
+        with self._lock:
+            self.data.update(items)
+
+    def set_if(self, guards: Mapping[str, bytes | None], items: Mapping[str, bytes]) -> bool:
+        """Write ``items`` if every guard holds; atomic under the lock."""
+        with self._lock:
+            if any(self.data.get(key) != value for key, value in guards.items()):
+                return False
+            self.data.update(items)
+            return True
+
+
+# KEYS: the guard keys, then the item keys. ARGV: number of guards, ttl (0: none),
+# the guards' expected values ("" for absent), then the items' values.
+_SET_IF_SCRIPT = """
+local guards = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+for i = 1, guards do
+  local current = redis.call('GET', KEYS[i])
+  local expected = ARGV[2 + i]
+  if expected == '' then
+    if current then return 0 end
+  elseif current ~= expected then
+    return 0
+  end
+end
+for i = guards + 1, #KEYS do
+  if ttl > 0 then
+    redis.call('SET', KEYS[i], ARGV[2 + i], 'EX', ttl)
+  else
+    redis.call('SET', KEYS[i], ARGV[2 + i])
+  end
+end
+return 1
+"""
+
+
+class RedisKV:
+    """The store on Redis: plain pipelined SETs and a Lua script for ``set_if``."""
+
+    def __init__(self, client: Any, expires: float | None = None) -> None:
+        self.client = client
+        self.ttl = int(expires or 0)
+        self._set_if = client.register_script(_SET_IF_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, expires: float | None = None) -> RedisKV:
+        """Connect to the Redis at ``url``."""
+        import redis
+
+        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), expires)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order (one MGET)."""
+        return list(self.client.mget(keys)) if keys else []
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Write every item in one pipelined round trip."""
+        if not items:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, ex=self.ttl or None)
+            pipe.execute()
+
+    def set_if(self, guards: Mapping[str, bytes | None], items: Mapping[str, bytes]) -> bool:
+        """Write ``items`` if every guard holds, atomically on the server."""
+        keys = [*guards, *items]
+        args = [len(guards), self.ttl, *(value or b"" for value in guards.values()), *items.values()]
+        return bool(self._set_if(keys=keys, args=args))
+
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)"
+_CHUNK = 500  # SQLite's limit on bound parameters is far above; keeps statements short
+
+
+class SQLiteKV:
+    """The store in one SQLite file, safe across processes (WAL, one transaction per write)."""
+
+    def __init__(self, path: str | Path, expires: float | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.expires = expires
+        self._local = threading.local()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections are not shared across threads)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(_SCHEMA)
+            self._local.connection = connection
+        return connection
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order."""
+        found: dict[str, bytes] = {}
+        now = time.time()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = self.connection().execute(
+                f"SELECT key, value FROM kv WHERE key IN ({marks}) AND (expires IS NULL OR expires > ?)", (*chunk, now)
+            )
+            found.update(rows.fetchall())
+        return [found.get(key) for key in keys]
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Write every item in one transaction."""
+        with self._transaction() as connection:
+            self._write(connection, items)
+
+    def set_if(self, guards: Mapping[str, bytes | None], items: Mapping[str, bytes]) -> bool:
+        """Write ``items`` if every guard holds, in one immediate transaction."""
+        with self._transaction() as connection:
+            if self.get_many(list(guards)) != list(guards.values()):
+                return False
+            self._write(connection, items)
+            return True
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove keys."""
+        with self._transaction() as connection:
+            connection.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in keys])
+
+    def expire(self, key: str, seconds: float) -> None:
+        """Make ``key`` expire ``seconds`` from now."""
+        self.connection().execute("UPDATE kv SET expires = ? WHERE key = ?", (time.time() + seconds, key))
+
+    def cleanup(self) -> None:
+        """Drop expired values."""
+        self.connection().execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (time.time(),))
+
+    def _write(self, connection: sqlite3.Connection, items: Mapping[str, bytes]) -> None:
+        expires = time.time() + self.expires if self.expires else None
+        connection.executemany(
+            "INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
+            [(key, value, expires) for key, value in items.items()],
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.connection())
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on one connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.connection.execute("ROLLBACK" if kind is not None else "COMMIT")

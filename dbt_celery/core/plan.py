@@ -1,0 +1,148 @@
+"""A run's plan: its nodes and edges, the consumers' task ids, and which consumer goes next.
+
+Written once by the producer after it resolved the selection, read by consumers
+(their own entry and their children's, never the manifest) and by run handles in any
+process. Task ids derive from the run id, so every process computes the same ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Iterable, Mapping
+
+from dbt_celery.core.records import PASSING_STATES, NodeOutcome, NodeState
+from dbt_celery.core.store import HeldLease, StatusStore
+
+_NAMESPACE = uuid.UUID("6f2b8a54-3f0e-4a53-9d7c-2c1f0e9d1c44")
+
+
+def consumer_task_id(run_id: str, unique_id: str) -> str:
+    """The task id of the consumer of one node in one run."""
+    return str(uuid.uuid5(_NAMESPACE, f"{run_id}/node/{unique_id}"))
+
+
+def producer_task_id(run_id: str, generation: int = 1) -> str:
+    """The task id of a run's producer (a resumed producer has one per generation)."""
+    suffix = "" if generation <= 1 else f"/{generation}"
+    return str(uuid.uuid5(_NAMESPACE, f"{run_id}/producer{suffix}"))
+
+
+def node_entry_name(unique_id: str) -> str:
+    """The store document holding one node's plan entry."""
+    return f"plannode_{unique_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphNode:
+    """One node of a run, with its neighbours inside the selection."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    selector: str
+    parents: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form kept in a run's plan."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GraphNode:
+        """Rebuild a node from :meth:`to_dict` output."""
+        return cls(
+            unique_id=data["unique_id"],
+            resource_type=data["resource_type"],
+            name=data["name"],
+            selector=data["selector"],
+            parents=tuple(data.get("parents", ())),
+            children=tuple(data.get("children", ())),
+            tests=tuple(data.get("tests", ())),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """The nodes of a run in dbt's build order, with their consumers' task ids."""
+
+    run_id: str
+    nodes: Mapping[str, GraphNode]
+
+    def roots(self) -> list[str]:
+        """Nodes whose consumers start at once (no parent in the selection)."""
+        return sorted(uid for uid, node in self.nodes.items() if not node.parents)
+
+    def summary(self) -> dict[str, Any]:
+        """The compact plan document: every node's name, type and task id."""
+        return {
+            "run_id": self.run_id,
+            "nodes": {
+                uid: {
+                    "name": node.name,
+                    "resource_type": node.resource_type,
+                    "task_id": consumer_task_id(self.run_id, uid),
+                }
+                for uid, node in self.nodes.items()
+            },
+        }
+
+    def save(self, store: StatusStore, lease: HeldLease | None = None) -> bool:
+        """Write every node's entry and the summary that makes the plan visible, in one write."""
+        documents = {node_entry_name(uid): node.to_dict() for uid, node in self.nodes.items()}
+        return store.put_documents(self.run_id, {**documents, "plan": self.summary()}, lease)
+
+    @classmethod
+    def load(cls, store: StatusStore, run_id: str) -> RunPlan | None:
+        """Read a whole plan back (a resumed producer, a watchdog); None before it is saved."""
+        (summary,) = store.documents(run_id, ["plan"])
+        if summary is None:
+            return None
+        return cls(run_id, load_nodes(store, run_id, list(summary["nodes"])))
+
+
+def plan_summary(store: StatusStore, run_id: str) -> dict[str, dict[str, Any]] | None:
+    """Every planned node's name, type and task id; None before the run is planned."""
+    (summary,) = store.documents(run_id, ["plan"])
+    return dict(summary["nodes"]) if summary else None
+
+
+def load_nodes(store: StatusStore, run_id: str, unique_ids: list[str]) -> dict[str, GraphNode]:
+    """Read the plan entries of some nodes (a consumer's own, its children's)."""
+    entries = store.documents(run_id, [node_entry_name(uid) for uid in unique_ids])
+    return {uid: GraphNode.from_dict(entry) for uid, entry in zip(unique_ids, entries) if entry is not None}
+
+
+def ready_children(store: StatusStore, run_id: str, node: GraphNode) -> list[GraphNode]:
+    """The children of a passed node whose parents have all passed now."""
+    ready = []
+    for child in load_nodes(store, run_id, list(node.children)).values():
+        outcomes = store.outcomes(run_id, child.parents)
+        if len(outcomes) == len(child.parents) and all(o.state in PASSING_STATES for o in outcomes.values()):
+            ready.append(child)
+    return ready
+
+
+def fail_descendants(store: StatusStore, run_id: str, node: GraphNode, state: NodeState) -> list[str]:
+    """End every not-yet-enqueued descendant of a node that did not pass; return their ids.
+
+    A descendant whose consumer was already sent resolves on its own (it is waiting on
+    this node's children, which this call ends); the enqueue claim makes it one or the other.
+    """
+    message = f"not built: upstream node {node.unique_id} ended {state.value}"
+    failed: list[str] = []
+    seen: set[str] = set()
+    frontier: Iterable[str] = node.children
+    while frontier:
+        entries = load_nodes(store, run_id, [uid for uid in frontier if uid not in seen])
+        frontier = []
+        for uid, child in entries.items():
+            seen.add(uid)
+            if not store.claim(run_id, f"enqueue_{uid}"):
+                continue
+            outcome = NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed", message=message)
+            if store.put_outcome(run_id, uid, outcome):
+                failed.append(uid)
+            frontier.extend(child.children)
+    return failed

@@ -1,0 +1,170 @@
+"""A whole run as users see it: every node's status and the run's state, read from the store.
+
+:func:`summarize` is what ``DbtRun.status()``, ``dbt-celery status``, the overlap guard
+and the watchdog all read, so they agree on when a run is over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from dbt_celery.core.plan import plan_summary
+from dbt_celery.core.policy import producer_gone
+from dbt_celery.core.records import (
+    FINAL_STATES,
+    PASSING_STATES,
+    NodeState,
+    ProducerPhase,
+    ProducerState,
+)
+from dbt_celery.core.store import PRODUCER_LEASE, StatusStore
+
+#: Seconds past a run's deadline after which it counts as over whatever its records say.
+DEADLINE_GRACE = 120.0
+#: Run states that end a run.
+ENDED_RUN_STATES = frozenset({"success", "failed", "cancelled"})
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeStatus:
+    """One node of a run as a user sees it."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    status: NodeState
+    dbt_status: str | None = None
+    resolved_by: str | None = None
+    reason: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    execution_time: float | None = None
+    rows_affected: int | None = None
+    message: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the node reached a final status."""
+        return self.status in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node's entry in ``dbt-celery run --json``."""
+        data = dataclasses.asdict(self)
+        data.pop("unique_id")
+        data["status"] = self.status.value
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+    """A snapshot of a whole run."""
+
+    run_id: str
+    state: str  # queued | waiting | planning | running | success | failed | cancelled
+    nodes: dict[str, NodeStatus]
+    producer: ProducerState | None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self.state in ENDED_RUN_STATES
+
+    def count(self, *statuses: NodeState | str) -> int:
+        """How many nodes are in any of ``statuses``."""
+        wanted = {NodeState(status) for status in statuses}
+        return sum(1 for node in self.nodes.values() if node.status in wanted)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document ``dbt-celery run --json`` prints."""
+        return {
+            "run_id": self.run_id,
+            "status": self.state,
+            "error": self.error,
+            "nodes": {uid: node.to_dict() for uid, node in self.nodes.items()},
+        }
+
+
+def summarize(store: StatusStore, run_id: str, now: float | None = None) -> RunStatus:
+    """Read a run's state and every node's status now."""
+    now = time.time() if now is None else now
+    run = store.run(run_id)
+    producer = store.producer(run_id)
+    if run is None:
+        return RunStatus(run_id, "failed", {}, producer, "no such run in this store")
+    late = now > run.deadline + DEADLINE_GRACE
+    planned = plan_summary(store, run_id)
+    if planned is None:
+        state, error = _unplanned(producer, store.liveness(run_id, PRODUCER_LEASE).alive(now), late)
+        return RunStatus(run_id, state, {}, producer, error)
+    nodes = node_statuses(store, run_id, planned)
+    alive = store.liveness(run_id, PRODUCER_LEASE).alive(now)
+    finished = all(node.done for node in nodes.values()) and (
+        producer is None or producer_gone(producer, alive) or producer.ended
+    )
+    if not finished and not late:
+        return RunStatus(run_id, "running", nodes, producer)
+    if not finished:
+        return RunStatus(run_id, "failed", nodes, producer, "the run's timeout passed with nodes still open")
+    if any(node.status is NodeState.CANCELLED for node in nodes.values()):
+        return RunStatus(run_id, "cancelled", nodes, producer, store.cancelled(run_id))
+    ok = all(node.status in PASSING_STATES for node in nodes.values())
+    error = producer.error if producer is not None and producer.phase is ProducerPhase.FAILED else None
+    return RunStatus(run_id, "success" if ok else "failed", nodes, producer, error)
+
+
+def node_statuses(store: StatusStore, run_id: str, planned: dict[str, dict[str, Any]]) -> dict[str, NodeStatus]:
+    """Every planned node's status from its outcome, else its dbt record, else pending."""
+    outcomes = store.outcomes(run_id, planned)
+    events = store.node_events(run_id, planned)
+    nodes = {}
+    for uid, info in planned.items():
+        base = {"unique_id": uid, "name": info["name"], "resource_type": info["resource_type"]}
+        event, outcome = events.get(uid), outcomes.get(uid)
+        if outcome is not None:
+            nodes[uid] = NodeStatus(
+                **base,
+                status=outcome.state,
+                # A descendant failed by its upstream still shows what dbt said of it.
+                dbt_status=outcome.dbt_status or (event.dbt_status if event else None),
+                resolved_by=outcome.resolved_by,
+                reason=outcome.reason,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at,
+                execution_time=outcome.execution_time,
+                rows_affected=outcome.rows_affected,
+                message=outcome.message,
+            )
+        elif event is not None:
+            nodes[uid] = NodeStatus(
+                **base,
+                status=NodeState.REPORTED,
+                dbt_status=event.dbt_status,
+                resolved_by=event.resolved_by,
+                started_at=event.started_at,
+                finished_at=event.finished_at,
+                execution_time=event.execution_time,
+                rows_affected=event.rows_affected,
+                message=event.message,
+            )
+        else:
+            nodes[uid] = NodeStatus(**base, status=NodeState.PENDING)
+    return nodes
+
+
+def _unplanned(producer: ProducerState | None, alive: bool, late: bool) -> tuple[str, str | None]:
+    if producer is None:
+        return "failed", "the run has no producer record"
+    if producer.phase is ProducerPhase.CANCELLED:
+        return "cancelled", producer.error or "cancelled before it was planned"
+    if producer.phase is ProducerPhase.FAILED:
+        return "failed", producer.error
+    if producer.phase is ProducerPhase.FINISHED:
+        return "failed", "the producer finished without a plan"
+    if late:
+        return "failed", f"the run's timeout passed while it was {producer.phase.value}"
+    if producer.phase is ProducerPhase.PLANNING and not alive and producer_gone(producer, alive):
+        return "failed", "the producer died before it planned the run"
+    return producer.phase.value, None

@@ -1,0 +1,164 @@
+"""The dbt command lines of a run, built from its :class:`RunSpec` and a private workspace.
+
+Every invocation gets its own workspace (target path, log path, rendered profile) so
+that runs on the same project never overwrite each other's artifacts. Fallback
+commands carry only the user's run-level flags (target, vars, full refresh), per
+command type, never the producer's own (log format, selection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dbt_celery.core.profiles import PROFILE_NAME, profile_from_dict, write_profiles_dir
+from dbt_celery.core.spec import RunSpec
+
+#: Environment variable naming the folder that holds per-run dbt workspaces.
+WORKSPACE_ENV = "DBT_CELERY_WORKSPACE_DIR"
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
+# The dbt command that rebuilds one node of each resource type on its own.
+FALLBACK_COMMANDS = {
+    "model": "run",
+    "seed": "seed",
+    "snapshot": "snapshot",
+    "test": "test",
+    "unit_test": "test",
+    "function": "build",
+}
+# Commands that accept --full-refresh.
+_FULL_REFRESH_COMMANDS = {"build", "run", "seed"}
+# Make an empty selection an error instead of a silent success (dbt exits 0 otherwise).
+_EMPTY_SELECTION_IS_ERROR = json.dumps({"error": ["NoNodesForSelectionCriteria"]})
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """The private folders of one dbt invocation."""
+
+    root: Path
+
+    def remove(self) -> None:
+        """Delete the workspace (its logs and artifacts go with it)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def target_path(self) -> Path:
+        """dbt's --target-path for this invocation."""
+        return self.root / "target"
+
+    @property
+    def log_path(self) -> Path:
+        """dbt's --log-path for this invocation."""
+        return self.root / "logs"
+
+    @property
+    def run_results(self) -> Path:
+        """Where dbt writes run_results.json for this invocation."""
+        return self.target_path / "run_results.json"
+
+    @classmethod
+    def create(cls, spec: RunSpec, run_id: str, label: str) -> Workspace:
+        """Make the workspace for one invocation of a run, rendering a built-in profile."""
+        base = os.environ.get(WORKSPACE_ENV) or os.path.join(spec.project_dir, "target", "dbt_celery")
+        root = Path(base) / run_id / label
+        workspace = cls(root)
+        workspace.target_path.mkdir(parents=True, exist_ok=True)
+        workspace.log_path.mkdir(parents=True, exist_ok=True)
+        if spec.profile is not None:
+            write_profiles_dir(profile_from_dict(spec.profile), root / "profile", spec.target)
+        return workspace
+
+    def profiles_dir(self, spec: RunSpec) -> str | None:
+        """The --profiles-dir for this invocation, or None for dbt's default search."""
+        if spec.profile is not None:
+            return str(self.root / "profile")
+        return spec.profiles_dir
+
+    def adopt_partial_parse(self, project_dir: str) -> None:
+        """Copy the project's partial-parse state in, so parsing starts warm."""
+        source = Path(project_dir) / "target" / PARTIAL_PARSE_FILE
+        if source.is_file():
+            shutil.copyfile(source, self.target_path / PARTIAL_PARSE_FILE)
+
+    def share_partial_parse(self, project_dir: str) -> None:
+        """Publish this workspace's partial-parse state for the project's next runs."""
+        produced = self.target_path / PARTIAL_PARSE_FILE
+        if not produced.is_file():
+            return
+        destination = Path(project_dir) / "target"
+        destination.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=destination, prefix=".partial_parse.")
+        os.close(fd)
+        shutil.copyfile(produced, tmp)
+        os.replace(tmp, destination / PARTIAL_PARSE_FILE)
+
+
+def common_args(spec: RunSpec, workspace: Workspace) -> list[str]:
+    """Flags every command of the run takes: project, profile, target, paths, vars."""
+    args = [
+        "--project-dir", spec.project_dir,
+        "--target-path", str(workspace.target_path),
+        "--log-path", str(workspace.log_path),
+    ]  # fmt: skip
+    profiles_dir = workspace.profiles_dir(spec)
+    if profiles_dir:
+        args += ["--profiles-dir", profiles_dir]
+    if spec.profile is not None:
+        args += ["--profile", PROFILE_NAME]
+    if spec.target:
+        args += ["--target", spec.target]
+    if spec.vars:
+        args += ["--vars", json.dumps(dict(spec.vars), sort_keys=True)]
+    return args
+
+
+def selection_args(spec: RunSpec) -> list[str]:
+    """The user's --select / --exclude / --selector flags."""
+    args: list[str] = []
+    if spec.select:
+        args += ["--select", *spec.select]
+    if spec.exclude:
+        args += ["--exclude", *spec.exclude]
+    if spec.selector:
+        args += ["--selector", spec.selector]
+    return args
+
+
+def parse_command(spec: RunSpec, workspace: Workspace) -> list[str]:
+    """``dbt parse`` for the run's project and profile."""
+    return ["parse", *common_args(spec, workspace), "--quiet"]
+
+
+def list_command(spec: RunSpec, workspace: Workspace) -> list[str]:
+    """``dbt ls`` of the run's selection, one JSON document per node."""
+    return [
+        "ls", *common_args(spec, workspace), *selection_args(spec),
+        "--output", "json", "--output-keys", "unique_id", "--log-level", "none",
+    ]  # fmt: skip
+
+
+def build_command(spec: RunSpec, workspace: Workspace, selectors: list[str] | None = None) -> list[str]:
+    """The producer's single ``dbt build``: the run's selection, or exactly ``selectors`` (a resumed build)."""
+    selection = selection_args(spec) if selectors is None else ["--select", *selectors]
+    args = ["build", *common_args(spec, workspace), *selection]
+    if spec.full_refresh:
+        args.append("--full-refresh")
+    if spec.threads:
+        args += ["--threads", str(spec.threads)]
+    return args
+
+
+def fallback_command(spec: RunSpec, workspace: Workspace, resource_type: str, selector: str) -> list[str]:
+    """The command that rebuilds one node alone, with the user's run-level flags only."""
+    command = FALLBACK_COMMANDS[resource_type]
+    args = [command, *common_args(spec, workspace), "--select", selector]
+    if spec.full_refresh and command in _FULL_REFRESH_COMMANDS:
+        args.append("--full-refresh")
+    args += ["--warn-error-options", _EMPTY_SELECTION_IS_ERROR]
+    return args

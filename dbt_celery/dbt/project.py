@@ -1,0 +1,183 @@
+"""The project graph: which nodes a run builds, and in what order dbt builds them.
+
+The node set comes from ``dbt ls`` with the run's own selection flags, and the edges
+from dbt's own linker with the test edges ``dbt build`` schedules on (a failing test
+skips the children of the model it tests), restricted to the selection the way dbt
+does it. Nothing here re-implements dbt's selector grammar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable, Mapping
+
+from dbt_celery.core.plan import GraphNode
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.dbt.commands import Workspace, list_command, parse_command
+from dbt_celery.dbt.invocation import DbtInvocation
+from dbt_celery.errors import DbtInvocationError, ProfileError, SelectionError
+
+#: Resource types ``dbt build`` executes, each of which gets a consumer.
+BUILDABLE_TYPES = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectGraph:
+    """The selected nodes of a project with the edges ``dbt build`` schedules on."""
+
+    nodes: Mapping[str, GraphNode]
+    manifest: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @classmethod
+    def load(cls, spec: RunSpec, workspace: Workspace) -> ProjectGraph:
+        """Parse the project (partial parsing reused) and resolve the run's selection."""
+        manifest = parse_project(spec, workspace)
+        selected = _select(spec, workspace, manifest)
+        return cls.from_manifest(manifest, selected)
+
+    @classmethod
+    def from_manifest(cls, manifest: Any, selected: Iterable[str]) -> ProjectGraph:
+        """Build the graph of ``selected`` from a parsed dbt ``Manifest``."""
+        import networkx
+        from dbt.compilation import Linker
+        from dbt.graph import Graph
+
+        buildable = set(_with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)]))
+        unit_tests = {uid for uid in buildable if uid in manifest.unit_tests}
+        linker = Linker()
+        linker.link_graph(manifest)
+        manifest.build_parent_and_child_maps()
+        linker.add_test_edges(manifest)
+        subset = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph  # type: ignore[arg-type]
+        # dbt links the tests of every ancestor to a node. The order they impose holds
+        # with the direct edges alone, so consumers check far fewer parents; dbt's own
+        # dependency edges stay, so a test is always a child of the models it tests.
+        graph = networkx.transitive_reduction(subset)
+        graph.add_edges_from((u, v) for u, v, kind in subset.edges(data="edge_type") if kind != "parent_test")
+
+        parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
+        # dbt runs a model's unit tests right before the model, and skips the model
+        # when one fails: a unit test sits between the model's parents and the model.
+        model_parents = {uid: set(ups) for uid, ups in parents.items()}
+        for uid in unit_tests:
+            model = manifest.unit_tests[uid].depends_on.nodes[0]
+            # Every unit test of a model waits for the model's own parents only, never for
+            # another unit test of the same model (dbt runs them in an arbitrary order).
+            parents[uid] = set(model_parents.get(model, ()))
+            if model in parents:
+                parents[model].add(uid)
+        children: dict[str, set[str]] = {uid: set() for uid in parents}
+        for uid, ups in parents.items():
+            for parent in ups:
+                children[parent].add(uid)
+
+        nodes = {}
+        for uid in parents:
+            node = manifest.unit_tests[uid] if uid in unit_tests else manifest.nodes[uid]
+            nodes[uid] = GraphNode(
+                unique_id=uid,
+                resource_type=str(node.resource_type),
+                name=_display_name(node),
+                selector=_selector(node, uid in unit_tests),
+                parents=tuple(sorted(parents[uid])),
+                children=tuple(sorted(children[uid])),
+                tests=tuple(sorted(_tests_of(manifest, uid, parents))),
+            )
+        return cls(nodes=nodes, manifest=manifest)
+
+    def roots(self) -> list[str]:
+        """Nodes with no parent in the selection."""
+        return [uid for uid, node in self.nodes.items() if not node.parents]
+
+
+def parse_project(spec: RunSpec, workspace: Workspace) -> Any:
+    """Parse the project into dbt's ``Manifest``, reusing and sharing its partial-parse state."""
+    spec.check_project()
+    workspace.adopt_partial_parse(spec.project_dir)
+    manifest = _parse(spec, workspace)
+    workspace.share_partial_parse(spec.project_dir)
+    return manifest
+
+
+def _parse(spec: RunSpec, workspace: Workspace) -> Any:
+    invocation = DbtInvocation(parse_command(spec, workspace), cwd=spec.project_dir)
+    invocation.run()
+    result = invocation.result
+    if invocation.error or not invocation.success:
+        message = invocation.error or "dbt parse failed"
+        if _is_profile_problem(result, message):
+            raise ProfileError(f"dbt could not load the profile for {spec.project_dir}: {message}")
+        raise DbtInvocationError(f"dbt parse failed for {spec.project_dir}: {message}")
+    return result.result
+
+
+def _is_profile_problem(result: Any, message: str) -> bool:
+    """Say whether dbt failed on the profile rather than on the project's own files."""
+    if type(getattr(result, "exception", None)).__name__ == "DbtProfileError":
+        return True  # unknown target, invalid credentials
+    lowered = message.lower()
+    return "profiles.yml" in lowered or "could not find profile named" in lowered
+
+
+def _select(spec: RunSpec, workspace: Workspace, manifest: Any) -> list[str]:
+    invocation = DbtInvocation(list_command(spec, workspace), cwd=spec.project_dir, manifest=manifest)
+    invocation.run()
+    if invocation.error or not invocation.success:
+        raise SelectionError(f"dbt could not resolve the selection: {invocation.error or 'dbt ls failed'}")
+    selected = [json.loads(line)["unique_id"] for line in invocation.result.result or []]
+    buildable = _with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)])
+    if not buildable:
+        flags = " ".join(_describe_selection(spec)) or "(everything)"
+        raise SelectionError(f"the selection {flags} matches no node that dbt build would run")
+    return buildable
+
+
+def _describe_selection(spec: RunSpec) -> list[str]:
+    parts = []
+    if spec.select:
+        parts.append("--select " + " ".join(spec.select))
+    if spec.exclude:
+        parts.append("--exclude " + " ".join(spec.exclude))
+    if spec.selector:
+        parts.append("--selector " + spec.selector)
+    return parts
+
+
+def _is_buildable(manifest: Any, unique_id: str) -> bool:
+    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+    if node is None or str(node.resource_type) not in BUILDABLE_TYPES:
+        return False
+    # Ephemeral models are inlined into their children: dbt builds nothing for them.
+    return getattr(node.config, "materialized", None) != "ephemeral"
+
+
+def _with_their_models(manifest: Any, buildable: list[str]) -> list[str]:
+    """Drop unit tests whose model is not selected: dbt build runs a unit test only right before its model."""
+    chosen = set(buildable)
+    return [
+        uid
+        for uid in buildable
+        if uid not in manifest.unit_tests or manifest.unit_tests[uid].depends_on.nodes[0] in chosen
+    ]
+
+
+def _display_name(node: Any) -> str:
+    version = getattr(node, "version", None)
+    return f"{node.name}.v{version}" if version is not None else node.name
+
+
+def _selector(node: Any, is_unit_test: bool) -> str:
+    """A selector that matches exactly this node (dbt ignores bare unique ids)."""
+    fqn = ".".join(str(part) for part in node.fqn)
+    return f"fqn:{fqn}"  # unit_test: accepts only NAME or PACKAGE.NAME; fqn: takes a unit test's full fqn
+
+
+def _tests_of(manifest: Any, unique_id: str, selected: Mapping[str, Any]) -> list[str]:
+    """The selected tests that depend on ``unique_id`` (a test on two models counts for both)."""
+    if not unique_id.startswith(("model.", "seed.", "snapshot.")):
+        return []
+    return [child for child in manifest.child_map.get(unique_id, ()) if child in selected and child.startswith("test.")]

@@ -1,0 +1,95 @@
+"""The README's main command on the embedded default, and the CLI's error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import duckdb
+
+from tests.helpers import REPO, copy_project
+
+
+def dbt_celery_raw(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    return subprocess.run(command, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def dbt_celery(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return dbt_celery_raw([sys.executable, "-m", "dbt_celery.cli", *args], env, timeout)
+
+
+def test_embedded_default_builds_the_example_with_live_progress(tmp_path):
+    """The README's main command, in a terminal: live progress, final table, tables built."""
+    project = copy_project(REPO / "examples" / "jaffle_shop", tmp_path)
+    env = {"DBT_CELERY_STATE_DIR": str(tmp_path / "state"), "CELERY_CONFIG_MODULE": "dbt_celery.celery.no_config"}
+    command = shlex.join([sys.executable, "-m", "dbt_celery.cli", "run", str(project)])
+    screen = tmp_path / "screen.txt"
+    # `script` gives the command a pseudo-terminal, so rich draws its live display.
+    result = dbt_celery_raw(["script", "-q", "-e", "-c", command, str(screen)], env={**env, "COLUMNS": "140"})
+
+    assert result.returncode == 0, screen.read_text(errors="replace")[-3000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.read_text(errors="replace"))
+    frames = re.findall(r"(running|planning|queued) .*? (\d+)/27 (\d+) ok", text)
+    assert frames, "no live progress frame was drawn"
+    assert any(int(done) < 27 for _, done, _ in frames), "progress never showed a run in flight"
+    assert re.search(r"dbt-celery run [0-9a-f-]{36}: success", text)
+    assert re.search(r"customers\s+│ model\s+│ success", text)
+    with duckdb.connect(str(project / "jaffle_shop.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*) from customers").fetchone()[0] == 50
+        assert connection.execute("select count(*) from orders").fetchone()[0] == 200
+
+    # The run can be read back from another process.
+    run_id = re.search(r"run ([0-9a-f-]{36}) submitted", text).group(1)
+    status = dbt_celery("status", run_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    assert document["status"] == "success" and len(document["nodes"]) == 27
+    assert {node["status"] for node in document["nodes"].values()} == {"success"}
+    assert document["nodes"]["model.jaffle_shop.customers"]["resolved_by"] == "producer"
+    # Nothing of the embedded broker is left behind.
+    assert not any((tmp_path / "state" / "broker").iterdir())
+
+
+def test_bad_input_gets_one_clear_line(tmp_path):
+    missing = dbt_celery("run", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert "dbt project directory not found" in missing.stderr
+    bad_vars = dbt_celery("run", str(REPO / "examples" / "jaffle_shop"), "--vars", "[1, 2")
+    assert bad_vars.returncode == 2
+    assert "--vars" in bad_vars.stderr
+    assert "Traceback" not in missing.stderr + bad_vars.stderr
+
+
+def test_conformance_command_on_a_project_it_has_never_seen(tmp_path):
+    project = copy_project(REPO / "examples" / "jaffle_shop", tmp_path)
+    env = {"DBT_CELERY_STATE_DIR": str(tmp_path / "state"), "CELERY_CONFIG_MODULE": "dbt_celery.celery.no_config"}
+    result = dbt_celery("conformance", str(project), "--json", env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report == {**report, "ok": True, "nodes": 27, "differences": []}
+
+
+def test_no_wait_prints_the_run_id_and_status_follows_it(redis_workers, worker_env, tmp_path):
+    project = copy_project("watcher", tmp_path)
+    profile = json.dumps({"type": "duckdb", "path": str(tmp_path / "w.duckdb")})
+    started = dbt_celery(
+        "run", str(project), "--profile-json", profile, "--select", "base", "--no-wait", env=worker_env
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    from dbt_celery.celery.config import create_app, settings_from_env
+    from dbt_celery.run import DbtRun
+
+    DbtRun.restore(run_id, app=create_app(settings_from_env(worker_env))).wait(120)
+    shown = dbt_celery("status", run_id, env=worker_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "success" in shown.stdout and "base" in shown.stdout
