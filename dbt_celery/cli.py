@@ -214,6 +214,9 @@ def _cancel(args: argparse.Namespace, console: Console) -> int:
 def _report(status: RunStatus, args: argparse.Namespace, console: Console) -> int:
     from dbt_celery.progress import failure_lines, result_table
 
+    if status.bad_input and not status.nodes and not args.json:
+        console.print(f"[bold red]error:[/] {status.error}")
+        return EXIT_USAGE
     if args.json:
         print(json.dumps(status.to_dict(), indent=2, sort_keys=True))
     else:
@@ -222,6 +225,8 @@ def _report(status: RunStatus, args: argparse.Namespace, console: Console) -> in
         out.print(failure_lines(status))
     if not status.done:
         return EXIT_RUNNING
+    if status.bad_input:
+        return EXIT_USAGE
     return EXIT_OK if status.state == "success" else EXIT_NODES_FAILED
 
 

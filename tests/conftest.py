@@ -26,9 +26,6 @@ from celery import Celery
 from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.workers import LocalWorkers
 
-# pytest-celery's own worker fixtures need Docker; Celery's contrib fixtures are not used either.
-pytest_plugins: tuple[str, ...] = ()
-
 LAYERS = ("unit", "dbt", "e2e", "faults")
 REDIS_SERVER = os.environ.get("DBT_CELERY_TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
 #: The key a suite leaves in the database it took, so other suites pass it by.

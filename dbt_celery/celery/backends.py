@@ -40,7 +40,10 @@ def kv_for(app: Celery) -> KeyValue:
         if url.startswith("sqlite:///"):
             return SQLiteKV(url[len("sqlite:///") :], expires)
         raise UnsupportedBackend(f"dbt_celery_store_url must be a redis:// or sqlite:/// URL, not {url!r}")
-    backend = app.backend
+    try:
+        backend = app.backend
+    except Exception as exc:  # noqa: BLE001 - e.g. db+ without SQLAlchemy installed
+        raise UnsupportedBackend(f"the app's result backend cannot be loaded: {exc}") from None
     if isinstance(backend, SQLiteBackend):
         return backend.kv
     if isinstance(backend, RedisBackend):

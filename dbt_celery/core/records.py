@@ -206,6 +206,7 @@ class ProducerState(_Record):
     worker: str | None = None
     dbt_success: bool | None = None
     error: str | None = None
+    bad_input: bool = False  # the error is the user's to fix (profile, selector, project)
     done: int = 0
     total: int = 0
 

@@ -68,6 +68,11 @@ class RunStatus:
     error: str | None = None
 
     @property
+    def bad_input(self) -> bool:
+        """Whether the run failed on input the user must fix (a broken profile, a bad selector)."""
+        return self.producer is not None and self.producer.bad_input
+
+    @property
     def done(self) -> bool:
         """Whether the run has ended."""
         return self.state in ENDED_RUN_STATES

@@ -28,7 +28,7 @@ from dbt_celery.core.store import PRODUCER_LEASE, HeldLease, StatusStore
 from dbt_celery.dbt.commands import Workspace, build_command
 from dbt_celery.dbt.invocation import DbtInvocation, events_for_unreported
 from dbt_celery.dbt.project import ProjectGraph, parse_project
-from dbt_celery.errors import DbtCeleryError
+from dbt_celery.errors import ConfigurationError, DbtCeleryError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class Producer:
             except _LeaseLost:
                 return self._summary(self.invocation, lost=True)
             except BaseException as exc:
-                self._end(ProducerPhase.FAILED, f"producer failed: {type(exc).__name__}: {exc}", error=repr(exc))
+                error = str(exc) if isinstance(exc, ConfigurationError) else f"{type(exc).__name__}: {exc}"
+                bad_input = isinstance(exc, ConfigurationError)
+                self._end(ProducerPhase.FAILED, f"producer failed: {error}", error=error, bad_input=bad_input)
                 raise
 
     # -- steps -----------------------------------------------------------------------

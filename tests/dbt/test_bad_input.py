@@ -178,7 +178,7 @@ def test_yaml_vars_with_an_unquoted_date_are_accepted_like_dbt_does() -> None:
     "options, message",
     [
         ({"invocation": "thread"}, "invocation must be one of in_process, subprocess, not 'thread'"),
-        ({"retries": -1}, "retries must be a non-negative integer, not -1"),
+        ({"retries": -1}, "retries must be an integer of at least 0, not -1"),
         ({"timeout": 0}, "timeout must be a positive number of seconds"),
         (
             {"profile": {"type": "duckdb", "path": "x"}, "profiles_dir": "."},
