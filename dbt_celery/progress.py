@@ -49,7 +49,9 @@ class LiveProgress:
         self.live.__enter__()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.live.__exit__(kind, value, trace)
 
     def update(self, status: RunStatus) -> None:
