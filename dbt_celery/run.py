@@ -9,26 +9,18 @@ so ``DbtRun.restore(run_id)`` works from any other process.
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Callable, TypeVar
+from typing import Callable
 
 from celery import Celery, current_app
 from celery.result import AsyncResult, GroupResult
 
 from dbt_celery.celery import tasks
-from dbt_celery.celery.backends import is_transient, store_for
+from dbt_celery.celery.backends import store_for
 from dbt_celery.core.plan import plan_summary
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.summary import NodeStatus, RunStatus, summarize
-from dbt_celery.errors import ConfigurationError, StoreUnavailable
-
-log = logging.getLogger(__name__)
-
-#: Seconds a run handle keeps retrying a store that cannot be reached before it gives up.
-STORE_PATIENCE = 60.0
-
-_T = TypeVar("_T")
+from dbt_celery.errors import ConfigurationError
 
 __all__ = ["DbtRun", "NodeStatus", "RunStatus", "submit"]
 
@@ -48,7 +40,7 @@ class DbtRun:
     def restore(cls, run_id: str, app: Celery | None = None) -> DbtRun:
         """Find a run started elsewhere by its id."""
         run = cls(run_id, app)
-        if _patiently(lambda: run.store.run(run_id)) is None:
+        if run.store.run(run_id) is None:
             raise ConfigurationError(f"no dbt-celery run {run_id} in this store")
         return run
 
@@ -63,12 +55,12 @@ class DbtRun:
         return None if planned is None else tasks.consumer_results(self.app, self.id, planned)
 
     def status(self) -> RunStatus:
-        """Read the run's state and every node's status now (retrying a store blip)."""
-        return _patiently(lambda: summarize(self.store, self.id))
+        """Read the run's state and every node's status now (a store blip is ridden out)."""
+        return summarize(self.store, self.id)
 
     def cancel(self, reason: str = "cancelled by request") -> bool:
         """Stop the run: dbt is interrupted, unfinished nodes end ``cancelled``. True for the first request."""
-        return _patiently(lambda: self.store.cancel(self.id, reason))
+        return self.store.cancel(self.id, reason)
 
     def wait(
         self,
@@ -91,31 +83,12 @@ class DbtRun:
             if time.monotonic() - tended > tasks.WATCH_INTERVAL:
                 # Whoever waits helps the watchdog: re-send lost consumers, resume a dead producer.
                 tended = time.monotonic()
-                _patiently(lambda: tasks.tend(self.app, self.id, by_watchdog=False))
+                tasks.tend(self.app, self.id, by_watchdog=False)
             time.sleep(interval)
 
 
 def submit(spec: RunSpec, *, app: Celery | None = None) -> DbtRun:
     """Start a run: record it, enqueue its producer, and return its handle at once."""
     app = app or current_app
-    run_id = _patiently(lambda: tasks.send_run(app, spec))
+    run_id = tasks.send_run(app, spec)
     return DbtRun(run_id, app)
-
-
-def _patiently(read: Callable[[], _T], patience: float = STORE_PATIENCE) -> _T:
-    """Call ``read``, retrying while the store cannot be reached, for ``patience`` seconds."""
-    give_up = time.monotonic() + patience
-    delay = 0.5
-    while True:
-        try:
-            return read()
-        except Exception as exc:  # noqa: BLE001 - only transient store errors are retried
-            if not is_transient(exc):
-                raise
-            if time.monotonic() > give_up:
-                raise StoreUnavailable(
-                    f"the status store is unreachable ({exc}); gave up after {patience:.0f} s"
-                ) from None
-            log.warning("status store unreachable (%s); retrying", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)

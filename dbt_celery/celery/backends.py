@@ -8,16 +8,17 @@ store with the setting ``dbt_celery_store_url`` (``redis://...``), and keeps its
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
 
 from dbt_celery.celery.sqlite_backend import SQLiteBackend
-from dbt_celery.core.kv import KeyValue, RedisKV, SQLiteKV
+from dbt_celery.core.kv import KeyValue, RedisKV, SQLiteKV, is_transient
 from dbt_celery.core.store import StatusStore
 from dbt_celery.errors import UnsupportedBackend
+
+__all__ = ["is_transient", "kv_for", "store_for"]
 
 _STORES: dict[int, StatusStore] = {}
 
@@ -61,17 +62,6 @@ def _refusal(backend: Any) -> str:
         f"dbt-celery cannot keep its records in the {name} result backend ({why}). "
         "Use Redis as the result backend, or keep yours and set dbt_celery_store_url = 'redis://...'"
     )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a store error says "try again later" rather than "this cannot work"."""
-    import redis.exceptions
-
-    if isinstance(
-        exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
-    ):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc) for word in ("locked", "busy"))
 
 
 def _seconds(value: Any) -> float | None:

@@ -24,8 +24,10 @@ from celery import Celery, Task, shared_task
 from celery.exceptions import Ignore, Retry
 from celery.result import AsyncResult, GroupResult
 from celery.signals import worker_init
+from kombu.exceptions import OperationalError
 
 from dbt_celery.celery.backends import is_transient, store_for
+from dbt_celery.celery.kombu_fix import keep_workers_alive_across_redis_restarts
 from dbt_celery.celery.queues import Queues
 from dbt_celery.core.overlap import take_turn, target_key
 from dbt_celery.core.plan import (
@@ -42,7 +44,7 @@ from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, Produ
 from dbt_celery.core.spec import DEFAULT_POLL_MAX, RunSpec
 from dbt_celery.core.store import PRODUCER_LEASE, Poll, StatusStore
 from dbt_celery.core.summary import summarize
-from dbt_celery.errors import ConfigurationError, NodeError, UpstreamFailed
+from dbt_celery.errors import ConfigurationError, NodeError, StoreUnavailable, UpstreamFailed
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +127,22 @@ def send_run(app: Celery, spec: RunSpec, run_id: str | None = None) -> str:
 def send_producer(app: Celery, run_id: str, spec: RunSpec, generation: int) -> None:
     """Enqueue a run's producer (a later generation resumes a dead one)."""
     label = "build" if generation <= 1 else f"build (resumed, generation {generation})"
-    app.tasks["dbt_celery.produce"].apply_async(
+    _publish(
+        app,
+        "dbt_celery.produce",
         kwargs={"run_id": run_id, "spec": spec.to_dict()},
         task_id=producer_task_id(run_id, generation),
         queue=Queues.of(app).producer,
         shadow=f"dbt {label} {Path(spec.project_dir).name}",
     )
+
+
+def _publish(app: Celery, name: str, **options: Any) -> None:
+    """Send one of dbt-celery's tasks; a broker that cannot be reached is a StoreUnavailable."""
+    try:
+        app.tasks[name].apply_async(**options)
+    except OperationalError as exc:
+        raise StoreUnavailable(f"the broker is unreachable: {exc}") from None
 
 
 # -- consumers ------------------------------------------------------------------------------
@@ -292,7 +304,9 @@ def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = No
 
 def send_consumer(app: Celery, run_id: str, node: GraphNode, headers: dict[str, Any] | None = None) -> None:
     """Send (or send again) the consumer of one node, under its deterministic task id."""
-    app.tasks["dbt_celery.consume"].apply_async(
+    _publish(
+        app,
+        "dbt_celery.consume",
         kwargs={"run_id": run_id, "unique_id": node.unique_id},
         task_id=consumer_task_id(run_id, node.unique_id),
         queue=Queues.of(app).consumer,
@@ -330,7 +344,9 @@ def watch(self: Task, run_id: str) -> str:
 
 def send_watchdog(app: Celery, run_id: str, spec: RunSpec) -> None:
     """Enqueue a run's watchdog (one round in ``WATCH_INTERVAL`` seconds)."""
-    app.tasks["dbt_celery.watch"].apply_async(
+    _publish(
+        app,
+        "dbt_celery.watch",
         kwargs={"run_id": run_id}, countdown=WATCH_INTERVAL, queue=Queues.of(app).consumer,
         shadow=f"dbt watch {Path(spec.project_dir).name}",
     )  # fmt: skip
@@ -407,8 +423,9 @@ def consumer_results(app: Celery, run_id: str, unique_ids: Iterable[str]) -> Gro
 
 
 @worker_init.connect
-def _preload_dbt(**_: Any) -> None:
-    """Import dbt while a producer worker boots, so the first build starts warm."""
+def _prepare_worker(**_: Any) -> None:
+    """Make a worker ride out Redis restarts; import dbt while a producer worker boots."""
+    keep_workers_alive_across_redis_restarts()
     if os.environ.get("DBT_CELERY_PRELOAD_DBT"):
         from dbt_celery.dbt import invocation
 

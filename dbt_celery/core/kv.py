@@ -14,11 +14,21 @@ Values are bytes; an empty value never occurs (payloads are base64 text).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+
+from dbt_celery.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Seconds a Redis call keeps retrying a server that cannot be reached (a restart, a failover).
+REDIS_PATIENCE = 30.0
+
+_T = TypeVar("_T")
 
 
 class KeyValue(Protocol):
@@ -95,13 +105,43 @@ return 1
 """
 
 
-class RedisKV:
-    """The store on Redis: plain pipelined SETs and a Lua script for ``set_if``."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether a store error says "try again later" rather than "this cannot work"."""
+    import redis.exceptions
 
-    def __init__(self, client: Any, expires: float | None = None) -> None:
+    if isinstance(exc, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc) for word in ("locked", "busy"))
+
+
+class RedisKV:
+    """The store on Redis: plain pipelined SETs and a Lua script for ``set_if``.
+
+    Every call rides out a server that is briefly unreachable (restarting, loading its
+    data) for ``patience`` seconds, then raises :class:`~dbt_celery.errors.StoreUnavailable`.
+    """
+
+    def __init__(self, client: Any, expires: float | None = None, patience: float = REDIS_PATIENCE) -> None:
         self.client = client
         self.ttl = int(expires or 0)
+        self.patience = patience
         self._set_if = client.register_script(_SET_IF_SCRIPT)
+
+    def _patiently(self, call: Callable[[], _T]) -> _T:
+        give_up, delay = time.monotonic() + self.patience, 0.2
+        while True:
+            try:
+                return call()
+            except Exception as exc:  # noqa: BLE001 - only what is_transient accepts is retried
+                if not is_transient(exc):
+                    raise
+                if time.monotonic() > give_up:
+                    raise StoreUnavailable(f"Redis unreachable for {self.patience:.0f} s: {exc}") from None
+                log.warning("Redis unreachable (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     @classmethod
     def from_url(cls, url: str, expires: float | None = None) -> RedisKV:
@@ -112,12 +152,14 @@ class RedisKV:
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, in order (one MGET)."""
-        return list(self.client.mget(keys)) if keys else []
+        return self._patiently(lambda: list(self.client.mget(keys))) if keys else []
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         """Write every item in one pipelined round trip."""
-        if not items:
-            return
+        if items:
+            self._patiently(lambda: self._pipelined_set(items))
+
+    def _pipelined_set(self, items: Mapping[str, bytes]) -> None:
         with self.client.pipeline(transaction=False) as pipe:
             for key, value in items.items():
                 pipe.set(key, value, ex=self.ttl or None)
@@ -127,7 +169,9 @@ class RedisKV:
         """Write ``items`` if every guard holds, atomically on the server."""
         keys = [*guards, *items]
         args = [len(guards), self.ttl, *(value or b"" for value in guards.values()), *items.values()]
-        return bool(self._set_if(keys=keys, args=args))
+        # A retried set_if that did land the first time answers False the second time; the
+        # callers treat False as "someone else holds it", which then shows up on the next read.
+        return bool(self._patiently(lambda: self._set_if(keys=keys, args=args)))
 
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)"
