@@ -38,4 +38,4 @@ def keep_workers_alive_across_redis_restarts() -> None:
             return None
 
     restore_unacked.dbt_celery_fix = True  # type: ignore[attr-defined]
-    kombu_redis.QoS.restore_unacked = restore_unacked
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
