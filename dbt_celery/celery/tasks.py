@@ -32,6 +32,7 @@ from dbt_celery.celery.queues import Queues
 from dbt_celery.core.overlap import take_turn, target_key
 from dbt_celery.core.plan import (
     GraphNode,
+    children_of,
     consumer_task_id,
     fail_descendants,
     load_nodes,
@@ -42,9 +43,16 @@ from dbt_celery.core.plan import (
 from dbt_celery.core.policy import Action, Attempt, Decision, Limits, Observation, after_build, decide, on_crash
 from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState, RunDocument
 from dbt_celery.core.spec import DEFAULT_POLL_MAX, RunSpec
-from dbt_celery.core.store import PRODUCER_LEASE, Poll, StatusStore
+from dbt_celery.core.store import PRODUCER_LEASE, WATCHDOG, Poll, StatusStore
 from dbt_celery.core.summary import summarize
-from dbt_celery.errors import ConfigurationError, NodeError, StoreUnavailable, UpstreamFailed
+from dbt_celery.errors import (
+    ConfigurationError,
+    NodeError,
+    PayloadError,
+    RunCancelled,
+    StoreUnavailable,
+    UpstreamFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,8 @@ TURN_POLL = 2.0
 WATCH_INTERVAL = 15.0
 #: Seconds between two "still alive" marks of a polling consumer.
 SEEN_EVERY = 10.0
-#: The name the watchdog leaves its own "still alive" mark under.
-WATCHDOG = "__watchdog__"
+#: Seconds without a watchdog round after which a consumer or the producer sends a new watchdog.
+WATCHDOG_SILENCE = 3 * WATCH_INTERVAL
 
 
 # -- the producer ---------------------------------------------------------------------------
@@ -222,6 +230,8 @@ class Consumer:
             if action is Action.RESUME and self.spec is not None and self.poll is not None:
                 resume_producer(self.app, self.store, self.run_id, self.spec, self.poll.producer)
             self._mark_seen(decision.next)
+            if self.spec is not None and self.poll is not None:
+                revive_watchdog(self.app, self.store, self.run_id, self.spec, self.poll.watchdog_seen_at)
             raise self._retry(decision.next, decision.countdown)
         if action is Action.RETRY:
             assert decision.error is not None
@@ -245,6 +255,12 @@ class Consumer:
         return self._act(after_build(event, self.attempt, self._limits(self.spec, run)))
 
     def _finish(self, decision: Decision) -> dict[str, Any]:
+        try:
+            node: GraphNode | None = self._node()
+        except (PayloadError, ConfigurationError) as exc:
+            node = None  # without its plan entry this consumer cannot release its children
+            if decision.state is not NodeState.ERROR:
+                decision = on_crash(self.attempt, f"consumer crashed: {exc}")
         assert decision.state is not None
         event = self.poll.event if self.poll is not None else None
         attempt = decision.next
@@ -259,17 +275,15 @@ class Consumer:
         first = self.store.put_outcome(self.run_id, self.unique_id, outcome)
         if not first:
             raise Ignore()  # another copy of this consumer resolved the node first
-        node = self._node()
-        if decision.action is Action.SUCCEED:
-            enqueue(
-                self.app,
-                self.run_id,
-                {child.unique_id: child for child in ready_children(self.store, self.run_id, node)},
-            )
+        if decision.action is Action.SUCCEED and node is not None:
+            ready = ready_children(self.store, self.run_id, node)
+            enqueue(self.app, self.run_id, {child.unique_id: child for child in ready})
             return outcome.to_dict()
-        for uid in fail_descendants(self.store, self.run_id, node, decision.state):
+        children = node.children if node is not None else children_of(self.store, self.run_id, self.unique_id)
+        for uid in fail_descendants(self.store, self.run_id, self.unique_id, children, decision.state):
             message = f"not built: upstream node {self.unique_id} ended {decision.state.value}"
-            self.app.backend.mark_as_failure(consumer_task_id(self.run_id, uid), UpstreamFailed(message))
+            error = RunCancelled if decision.state is NodeState.CANCELLED else UpstreamFailed
+            self.app.backend.mark_as_failure(consumer_task_id(self.run_id, uid), error(f"{uid}: {message}"))
         assert decision.error is not None
         raise decision.error(f"{self.unique_id}: {outcome.message or decision.reason}")
 
@@ -337,23 +351,41 @@ def watch(self: Task, run_id: str) -> str:
     status = summarize(store, run_id)
     if status.done:
         return status.state
+    if not store.claim(run_id, f"watch_round_{int(time.time() // WATCH_INTERVAL)}"):
+        return "another watchdog has this round"  # copies sent while this one was stuck end here
     store.mark_seen(run_id, WATCHDOG, {})
     tend(self.app, run_id, by_watchdog=True)
     raise self.retry(countdown=WATCH_INTERVAL)
 
 
 def send_watchdog(app: Celery, run_id: str, spec: RunSpec) -> None:
-    """Enqueue a run's watchdog (one round in ``WATCH_INTERVAL`` seconds)."""
+    """Enqueue a run's watchdog (one round in ``WATCH_INTERVAL`` seconds).
+
+    It goes to the producer queue, so that a killed consumer worker (which holds the
+    consumers' countdown messages) does not take the watchdog down with them; the
+    consumers in turn send a new watchdog when the producer worker took it down.
+    """
     _publish(
         app,
         "dbt_celery.watch",
-        kwargs={"run_id": run_id}, countdown=WATCH_INTERVAL, queue=Queues.of(app).consumer,
+        kwargs={"run_id": run_id}, countdown=WATCH_INTERVAL, queue=Queues.of(app).producer,
         shadow=f"dbt watch {Path(spec.project_dir).name}",
     )  # fmt: skip
 
 
+def revive_watchdog(app: Celery, store: StatusStore, run_id: str, spec: RunSpec, seen_at: float | None) -> None:
+    """Send a new watchdog when the run's one fell silent (once per silence, whoever notices)."""
+    now = time.time()
+    if seen_at is None or now - seen_at <= WATCHDOG_SILENCE:
+        return
+    if store.claim(run_id, f"watchdog_after_{int(seen_at)}"):
+        log.warning("run %s: its watchdog went silent %.0f s ago; sending a new one", run_id, now - seen_at)
+        store.mark_seen(run_id, WATCHDOG, {})
+        send_watchdog(app, run_id, spec)
+
+
 def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
-    """One round of keeping a run moving (the watchdog's, and the producer's on each beat)."""
+    """One round of keeping a run moving (the watchdog's, the producer's on each beat, a waiting handle's)."""
     store = store_for(app)
     run = store.run(run_id)
     if run is None:
@@ -361,10 +393,7 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
     spec, now = RunSpec.from_dict(run.spec), time.time()
     if not by_watchdog:
         last = store.seen(run_id, [WATCHDOG]).get(WATCHDOG, {}).get("at")
-        if last is not None and now - float(last) > 3 * WATCH_INTERVAL + spec.rearm_after:
-            log.warning("run %s: its watchdog went silent; sending it again", run_id)
-            store.mark_seen(run_id, WATCHDOG, {})
-            send_watchdog(app, run_id, spec)
+        revive_watchdog(app, store, run_id, spec, float(last) if last is not None else None)
     producer = store.producer(run_id)
     if (
         producer is not None
@@ -376,7 +405,7 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
     planned = plan_summary(store, run_id)
     if planned is None:
         return
-    if now > run.deadline:
+    if now > run.deadline and not store.liveness(run_id, PRODUCER_LEASE).alive(now):
         _expire(app, store, run_id, list(planned))
     else:
         _rearm(app, store, run_id, list(planned), spec.rearm_after, now)

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 
 #: The reason given to ``on_stop`` when another holder took the lease.
 LOST = "lease lost"
+#: Longest time between two beats, in seconds: how soon a cancel or a deadline stops a build.
+MAX_BEAT = 2.0
+
+
+def beat_interval(ttl: float) -> float:
+    """Seconds between two beats under a lease of ``ttl`` s: well inside it, and often enough to stop soon."""
+    return max(0.2, min(ttl / 4, MAX_BEAT))
 
 
 class LeaseKeeper:

@@ -12,7 +12,8 @@ import uuid
 from typing import Any, Iterable, Mapping
 
 from dbt_celery.core.records import PASSING_STATES, NodeOutcome, NodeState
-from dbt_celery.core.store import HeldLease, StatusStore
+from dbt_celery.core.store import HeldLease, StatusStore, decode_payload
+from dbt_celery.errors import PayloadError
 
 _NAMESPACE = uuid.UUID("6f2b8a54-3f0e-4a53-9d7c-2c1f0e9d1c44")
 
@@ -51,16 +52,24 @@ class GraphNode:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GraphNode:
-        """Rebuild a node from :meth:`to_dict` output."""
-        return cls(
-            unique_id=data["unique_id"],
-            resource_type=data["resource_type"],
-            name=data["name"],
-            selector=data["selector"],
-            parents=tuple(data.get("parents", ())),
-            children=tuple(data.get("children", ())),
-            tests=tuple(data.get("tests", ())),
-        )
+        """Rebuild a node from :meth:`to_dict` output; a value of the wrong shape is a PayloadError."""
+        try:
+            return cls(
+                unique_id=str(data["unique_id"]),
+                resource_type=str(data["resource_type"]),
+                name=str(data["name"]),
+                selector=str(data["selector"]),
+                parents=tuple(data.get("parents", ())),
+                children=tuple(data.get("children", ())),
+                tests=tuple(data.get("tests", ())),
+            )
+        except (KeyError, TypeError) as exc:
+            raise PayloadError(f"stored value is not a plan entry: missing {exc}") from None
+
+    @classmethod
+    def placeholder(cls, unique_id: str) -> GraphNode:
+        """A node known only by its id (its plan entry is unreadable): enough to send its consumer."""
+        return cls(unique_id, unique_id.split(".", 1)[0], unique_id.rsplit(".", 1)[-1], "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,40 +118,75 @@ def plan_summary(store: StatusStore, run_id: str) -> dict[str, dict[str, Any]] |
 
 
 def load_nodes(store: StatusStore, run_id: str, unique_ids: list[str]) -> dict[str, GraphNode]:
-    """Read the plan entries of some nodes (a consumer's own, its children's)."""
-    entries = store.documents(run_id, [node_entry_name(uid) for uid in unique_ids])
-    return {uid: GraphNode.from_dict(entry) for uid, entry in zip(unique_ids, entries) if entry is not None}
+    """Read the plan entries of some nodes (a consumer's own, its children's); a broken one raises."""
+    nodes, broken = read_nodes(store, run_id, unique_ids)
+    if broken:
+        raise PayloadError(f"run {run_id}: the plan entry of {broken[0]} is missing or unreadable")
+    return nodes
+
+
+def read_nodes(store: StatusStore, run_id: str, unique_ids: list[str]) -> tuple[dict[str, GraphNode], list[str]]:
+    """Read the plan entries of some nodes; also return the ids whose entries are absent or unreadable."""
+    raws = store.kv.get_many([store.key(run_id, node_entry_name(uid)) for uid in unique_ids])
+    nodes: dict[str, GraphNode] = {}
+    broken: list[str] = []
+    for uid, raw in zip(unique_ids, raws):
+        try:
+            if raw is None:
+                raise PayloadError("absent")
+            nodes[uid] = GraphNode.from_dict(decode_payload(raw))
+        except PayloadError:
+            broken.append(uid)
+    return nodes, broken
 
 
 def ready_children(store: StatusStore, run_id: str, node: GraphNode) -> list[GraphNode]:
-    """The children of a passed node whose parents have all passed now."""
-    ready = []
-    for child in load_nodes(store, run_id, list(node.children)).values():
+    """The children of a passed node whose parents have all passed now.
+
+    A child whose plan entry is unreadable comes back as a placeholder: its own consumer
+    then ends it ``error``, saying so, instead of leaving it waiting.
+    """
+    children, broken = read_nodes(store, run_id, list(node.children))
+    ready = [GraphNode.placeholder(uid) for uid in broken]
+    for child in children.values():
         outcomes = store.outcomes(run_id, child.parents)
         if len(outcomes) == len(child.parents) and all(o.state in PASSING_STATES for o in outcomes.values()):
             ready.append(child)
     return ready
 
 
-def fail_descendants(store: StatusStore, run_id: str, node: GraphNode, state: NodeState) -> list[str]:
+def children_of(store: StatusStore, run_id: str, unique_id: str) -> tuple[str, ...]:
+    """A node's children, read from the other nodes' entries (when its own entry is unreadable)."""
+    nodes, _ = read_nodes(store, run_id, list(plan_summary(store, run_id) or {}))
+    return tuple(sorted(uid for uid, node in nodes.items() if unique_id in node.parents))
+
+
+def fail_descendants(
+    store: StatusStore, run_id: str, unique_id: str, children: Iterable[str], state: NodeState
+) -> list[str]:
     """End every not-yet-enqueued descendant of a node that did not pass; return their ids.
 
-    A descendant whose consumer was already sent resolves on its own (it is waiting on
-    this node's children, which this call ends); the enqueue claim makes it one or the other.
+    They end ``upstream_failed``, or ``cancelled`` when the node was cancelled. A
+    descendant whose consumer was already sent resolves on its own; the enqueue claim
+    makes it one or the other.
     """
-    message = f"not built: upstream node {node.unique_id} ended {state.value}"
+    cancelled = state is NodeState.CANCELLED
+    outcome = NodeOutcome(
+        NodeState.CANCELLED if cancelled else NodeState.UPSTREAM_FAILED,
+        "cancelled" if cancelled else "upstream_failed",
+        message=f"not built: upstream node {unique_id} ended {state.value}",
+    )
     failed: list[str] = []
     seen: set[str] = set()
-    frontier: Iterable[str] = node.children
+    frontier = list(children)
     while frontier:
-        entries = load_nodes(store, run_id, [uid for uid in frontier if uid not in seen])
+        entries, broken = read_nodes(store, run_id, [uid for uid in frontier if uid not in seen])
         frontier = []
-        for uid, child in entries.items():
+        for uid in [*entries, *broken]:
             seen.add(uid)
             if not store.claim(run_id, f"enqueue_{uid}"):
                 continue
-            outcome = NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed", message=message)
             if store.put_outcome(run_id, uid, outcome):
                 failed.append(uid)
-            frontier.extend(child.children)
+            frontier.extend(entries[uid].children if uid in entries else children_of(store, run_id, uid))
     return failed

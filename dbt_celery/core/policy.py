@@ -137,8 +137,9 @@ _POLLING = "Waiting"  # a consumer message arriving: first delivery, poll, retry
 #: Every rule of the consumer's lifecycle, in the order :func:`decide` tries them.
 TRANSITIONS = (
     Transition("stale", _POLLING, Action.IGNORE, "outcome already recorded"),
-    Transition("cancelled", _POLLING, Action.FAIL, "run cancelled"),
     Transition("passed", _POLLING, Action.SUCCEED, "record success / warn / skipped"),
+    Transition("stopping", _POLLING, Action.WAIT, "cancelled or past the deadline, producer still stopping dbt"),
+    Transition("cancelled", _POLLING, Action.FAIL, "run cancelled"),
     Transition("timed_out", _POLLING, Action.FAIL, "run deadline passed"),
     Transition("producer_dead", _POLLING, Action.RESUME, "producer lease expired, generations left"),
     Transition("waiting", _POLLING, Action.WAIT, "no record, producer alive"),
@@ -177,11 +178,14 @@ def decide(seen: Observation, attempt: Attempt, limits: Limits) -> Decision:
     event, producer = seen.event, seen.producer
     if seen.outcome is not None:
         return _decision("stale", attempt, reason="the node is already resolved")
-    if seen.cancelled:
-        return _final("cancelled", attempt, NodeState.CANCELLED, RunCancelled, "the run was cancelled")
     if event is not None and event.outcome in PASSING_STATES:
         return _decision("passed", attempt, state=event.outcome, reason=event.outcome.value)
-    if seen.now > limits.deadline:
+    if seen.cancelled or seen.now > limits.deadline:
+        if event is None and seen.producer_alive and producer is not None and not producer.ended:
+            # dbt finishes the nodes in flight before it stops: this one may still pass.
+            return _poll("stopping", attempt, limits, "the producer is stopping dbt")
+        if seen.cancelled:
+            return _final("cancelled", attempt, NodeState.CANCELLED, RunCancelled, "the run was cancelled")
         return _final("timed_out", attempt, NodeState.FAILED, WaitTimedOut, "the run's timeout passed")
     if producer is not None and _dead(producer, seen.producer_alive) and not producer_gone(producer, False):
         return _poll("producer_dead", attempt, limits, "the producer died; resuming it")

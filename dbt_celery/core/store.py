@@ -38,6 +38,8 @@ MAX_MESSAGE_CHARS = 16 * 1024
 KEY_PREFIX = "dbt-celery-"
 #: The producer's lease (one per run); inline builds take ``build_<unique_id>_<n>``.
 PRODUCER_LEASE = "producer_lease"
+#: The name a run's watchdog leaves its "still alive" mark under.
+WATCHDOG = "__watchdog__"
 
 
 def encode_payload(value: Mapping[str, Any]) -> bytes:
@@ -92,6 +94,7 @@ class Poll:
     outcome: NodeOutcome | None
     cancelled: bool
     build: Liveness
+    watchdog_seen_at: float | None = None
 
 
 class StatusStore:
@@ -210,9 +213,11 @@ class StatusStore:
         build_lease = _build_lease(unique_id, build)
         kinds = [
             "run", f"nodefinished_{unique_id}", "producer", PRODUCER_LEASE, f"{PRODUCER_LEASE}_renewed",
-            f"outcome_{unique_id}", "cancel", build_lease, f"{build_lease}_renewed",
+            f"outcome_{unique_id}", "cancel", build_lease, f"{build_lease}_renewed", f"seen_{WATCHDOG}",
         ]  # fmt: skip
-        run, event, producer, lease, renewed, outcome, cancel, build_held, build_renewed = self._read(run_id, kinds)
+        run, event, producer, lease, renewed, outcome, cancel, build_held, build_renewed, watchdog = self._read(
+            run_id, kinds
+        )
         return Poll(
             run=RunDocument.from_dict(run) if run else None,
             event=NodeEvent.from_dict(event) if event else None,
@@ -221,6 +226,7 @@ class StatusStore:
             outcome=NodeOutcome.from_dict(outcome) if outcome else None,
             cancelled=cancel is not None,
             build=_liveness(build_held, build_renewed),
+            watchdog_seen_at=float(watchdog["at"]) if watchdog else None,
         )
 
     # -- leases ------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def summarize(store: StatusStore, run_id: str, now: float | None = None) -> RunS
     late = now > run.deadline + DEADLINE_GRACE
     planned = plan_summary(store, run_id)
     if planned is None:
-        state, error = _unplanned(producer, store.liveness(run_id, PRODUCER_LEASE).alive(now), late)
+        state, error = _unplanned(producer, store.liveness(run_id, PRODUCER_LEASE).alive(now), now > run.deadline, late)
         return RunStatus(run_id, state, {}, producer, error)
     nodes = node_statuses(store, run_id, planned)
     alive = store.liveness(run_id, PRODUCER_LEASE).alive(now)
@@ -159,7 +159,7 @@ def node_statuses(store: StatusStore, run_id: str, planned: dict[str, dict[str, 
     return nodes
 
 
-def _unplanned(producer: ProducerState | None, alive: bool, late: bool) -> tuple[str, str | None]:
+def _unplanned(producer: ProducerState | None, alive: bool, overdue: bool, late: bool) -> tuple[str, str | None]:
     if producer is None:
         return "failed", "the run has no producer record"
     if producer.phase is ProducerPhase.CANCELLED:
@@ -168,7 +168,9 @@ def _unplanned(producer: ProducerState | None, alive: bool, late: bool) -> tuple
         return "failed", producer.error
     if producer.phase is ProducerPhase.FINISHED:
         return "failed", "the producer finished without a plan"
-    if late:
+    # Nothing was built before planning: a run still queued at its deadline is over at once
+    # (its producer, when it gets a worker, sees the deadline and builds nothing).
+    if late or (overdue and producer.phase in (ProducerPhase.QUEUED, ProducerPhase.WAITING)):
         return "failed", f"the run's timeout passed while it was {producer.phase.value}"
     if producer.phase is ProducerPhase.PLANNING and not alive and producer_gone(producer, alive):
         return "failed", "the producer died before it planned the run"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from dbt_celery.core.keeper import LeaseKeeper
+from dbt_celery.core.keeper import LeaseKeeper, beat_interval
 from dbt_celery.core.plan import GraphNode
 from dbt_celery.core.records import NodeEvent
 from dbt_celery.core.spec import RunSpec
@@ -45,7 +45,7 @@ def build_node(
             return "the run was cancelled"
         return "the run's timeout passed" if time.time() > deadline else None
 
-    keeper = LeaseKeeper(store, held, max(0.2, spec.heartbeat_timeout / 4), lambda _: invocation.stop(), stop_reason)
+    keeper = LeaseKeeper(store, held, beat_interval(spec.heartbeat_timeout), lambda _: invocation.stop(), stop_reason)
     try:
         with keeper:
             found = [event for event in invocation if event.unique_id == node.unique_id]

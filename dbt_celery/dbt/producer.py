@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from dbt_celery.core.keeper import LOST, LeaseKeeper
+from dbt_celery.core.keeper import LOST, LeaseKeeper, beat_interval
 from dbt_celery.core.plan import RunPlan
 from dbt_celery.core.policy import MAX_PRODUCER_GENERATIONS
 from dbt_celery.core.records import PASSING_STATES, NodeEvent, ProducerPhase, ProducerState, not_run_event
@@ -90,7 +90,7 @@ class Producer:
         self.reported: set[str] = set()
         self.invocation: DbtInvocation | None = None
         self.keeper = LeaseKeeper(
-            store, held, max(0.2, spec.heartbeat_timeout / 4), self._stop, self._stop_reason, self._progress
+            store, held, beat_interval(spec.heartbeat_timeout), self._stop, self._stop_reason, self._progress
         )
 
     def run(self) -> dict[str, Any]:

@@ -44,16 +44,42 @@ def test_a_child_is_ready_only_when_all_its_parents_passed(store):
 
 
 def test_a_failure_ends_every_descendant_once(store):
-    assert sorted(fail_descendants(store, "r", node("b"), NodeState.FAILED)) == ["model.p.d", "model.p.e"]
+    assert sorted(fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.FAILED)) == [
+        "model.p.d",
+        "model.p.e",
+    ]
     outcomes = store.outcomes("r", ["model.p.d", "model.p.e"])
     assert {o.state for o in outcomes.values()} == {NodeState.UPSTREAM_FAILED}
     assert "model.p.b" in outcomes["model.p.d"].message
-    assert fail_descendants(store, "r", node("c"), NodeState.FAILED) == []  # already ended
+    assert fail_descendants(store, "r", "model.p.c", node("c").children, NodeState.FAILED) == []  # already ended
 
 
 def test_a_sent_consumer_is_left_to_resolve_itself(store):
     store.claim("r", "enqueue_model.p.d")  # d's consumer is already out
-    assert fail_descendants(store, "r", node("b"), NodeState.FAILED) == []
+    assert fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.FAILED) == []
+
+
+def test_a_cancelled_node_cancels_its_descendants(store):
+    assert sorted(fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.CANCELLED)) == [
+        "model.p.d",
+        "model.p.e",
+    ]
+    assert {o.state for o in store.outcomes("r", ["model.p.d", "model.p.e"]).values()} == {NodeState.CANCELLED}
+
+
+def test_an_unreadable_plan_entry_still_gets_its_consumer(store):
+    from dbt_celery.core.plan import node_entry_name
+    from dbt_celery.core.store import encode_payload
+
+    store.kv.set_many({store.key("r", node_entry_name("model.p.d")): encode_payload({"bogus": 1})})
+    passed(store, "a", "b", "c")
+    ready = ready_children(store, "r", node("c"))
+    assert [n.unique_id for n in ready] == ["model.p.d"]  # a placeholder: its consumer will end it error
+    # Its descendants are still found, through the other nodes' entries.
+    assert fail_descendants(store, "r", "model.p.d", (), NodeState.ERROR) == []
+    from dbt_celery.core.plan import children_of
+
+    assert children_of(store, "r", "model.p.d") == ("model.p.e",)
 
 
 def test_plan_round_trips(store):
