@@ -2,7 +2,7 @@
 
 Everything is real: a ``redis-server`` of the test's own on a free port (never the shared
 one on 6379), the local PostgreSQL, and ``celery worker`` processes. Test modules import
-what they use explicitly (``from fault_fixtures import audited_spec``); the fixtures that
+what they use explicitly (``from tests.faults.fault_fixtures import audited_spec``); the fixtures that
 build these objects are in this folder's conftest.py.
 """
 
@@ -30,8 +30,8 @@ from dbt_celery.core.spec import RunSpec
 AUDITED_PROJECT = Path(__file__).resolve().parents[1] / "projects" / "audited"
 #: The local PostgreSQL (trust auth: any password is accepted).
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-#: The Redis database the rest of the suite shares; fault tests must leave no keys there.
-SHARED_REDIS_URL = "redis://127.0.0.1:6379/5"
+#: The Redis server the rest of the suite (and maybe other suites) shares; fault tests leave no keys there.
+SHARED_REDIS_SERVER = "redis://127.0.0.1:6379"
 #: Seconds a fault worker gets to shut down at teardown before its group is killed.
 TEARDOWN_GRACE = 5.0
 
