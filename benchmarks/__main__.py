@@ -3,6 +3,7 @@
     python -m benchmarks                      # sizes 50,200 (about 10 minutes on 2 cores)
     python -m benchmarks --sizes 20 --quick   # a quick check while developing
     python -m benchmarks --sizes 50,200,1000 --out docs/
+    python -m benchmarks --recovery           # also: producer SIGKILLed mid-build (200 models)
 
 Needs Redis on 127.0.0.1:6379; uses (and flushes) only two databases that are empty and
 have no client (``--redis-db`` names the first). Starts its own two workers and always
@@ -44,6 +45,7 @@ from benchmarks.measure import (
     measure_producer_alone,
     sample_nodes,
 )
+from benchmarks.recovery import measure_recovery, recovery_lines
 from benchmarks.report import TARGETS, ratio_lines, summarize_size, targets, write_markdown
 from benchmarks.scale import measure_scale
 from benchmarks.workers import Workers
@@ -70,6 +72,8 @@ class Config:
     naive_full: bool
     redis_db: int | None
     from_json: Path | None = None
+    recovery: bool = False
+    recovery_size: int = 200
     wait_interval: float = WAIT_INTERVAL
 
     def reps_for(self, size: int) -> int:
@@ -105,6 +109,14 @@ def parse_args(argv: list[str] | None) -> Config:
         help="Redis DB for the runs (must be empty, with no clients); default: the first free DB from 9 up. "
         "R4 uses another free one.",
     )
+    parser.add_argument(
+        "--recovery",
+        action="store_true",
+        help="also measure recovery: a run whose producer worker is SIGKILLed at 50%% of its nodes (default off)",
+    )
+    parser.add_argument(
+        "--recovery-size", type=int, default=200, help="models in the recovery scenario's project (default 200)"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = tuple(int(part) for part in args.sizes.split(",") if part.strip())
@@ -112,6 +124,8 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error(f"--sizes must be integers separated by commas, not {args.sizes!r}")
     if not sizes or min(sizes) < 1:
         parser.error("--sizes needs at least one positive model count")
+    if args.recovery_size < 1:
+        parser.error("--recovery-size needs a positive model count")
     if args.redis_db is not None and not 0 <= args.redis_db < 16:
         parser.error("--redis-db must be between 0 and 15")
     return Config(
@@ -126,6 +140,8 @@ def parse_args(argv: list[str] | None) -> Config:
         naive_full=args.naive_full,
         redis_db=args.redis_db,
         from_json=args.from_json,
+        recovery=args.recovery,
+        recovery_size=args.recovery_size,
     )
 
 
@@ -232,6 +248,11 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
             results["consumer_probe_end"] = workers.probe("consumer")
             results["producer_probe_end"] = workers.probe("producer")
             workers.check()
+            if config.recovery:  # last: it kills and restarts the producer worker
+                results["recovery"] = data = run_recovery(config, root, app, workers, workspaces)
+                for line in recovery_lines(data):
+                    print(line, flush=True)
+                workers.check()
     finally:
         client.flushdb()
         app.close()
@@ -242,7 +263,8 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
         results["scale"].append(row)
         print(
             f"  R4 {nodes:6,} nodes: plan+enqueue {row['plan_enqueue']:.2f} s ({row['roots']} roots), "
-            f"{nodes:,} writes {row['writes']:.2f} s ({row['write_us']:.0f} µs each; direct SET {row['direct_writes']:.2f} s)",
+            f"{nodes:,} writes {row['writes']:.2f} s ({row['write_us']:.0f} µs each; fenced {row['fenced_writes']:.2f} s, "
+            f"direct SET {row['direct_writes']:.2f} s)",
             flush=True,
         )
 
@@ -304,6 +326,19 @@ def measure_size(
     }
     fresh_db(db)
     return data
+
+
+def run_recovery(config: Config, root: Path, app: Any, workers: Workers, workspaces: Path) -> dict[str, Any]:
+    size = config.recovery_size
+    project = generate(Shape(size, seeds=config.seeds, rows=config.rows), root / "projects")
+    dbs = root / "db"
+    dbs.mkdir(exist_ok=True)
+    project.write_profile(dbs / "parse.duckdb", config.threads)
+    parsed = dbt_cli(project, ["parse"])  # untimed, as for the main measurement
+    if parsed.returncode != 0:
+        raise RuntimeError(f"dbt parse failed on the {size}-model project:\n{parsed.stdout[-3000:]}")
+    log(f"recovery: {size} models ({len(project.nodes)} nodes), undisturbed run, then the producer killed at 50%")
+    return measure_recovery(app, workers, project, dbs, config.threads, workspaces)
 
 
 def machine() -> dict[str, Any]:

@@ -23,9 +23,11 @@ from celery import Celery, chain
 from benchmarks.generate import Node, Project
 from benchmarks.naive import NAIVE_QUEUE, NAIVE_TASK
 from benchmarks.workers import Workers, process_rss_bytes
+from dbt_celery.celery.backends import store_for
 from dbt_celery.core.plan import load_nodes
+from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState
 from dbt_celery.core.spec import RunSpec
-from dbt_celery.core.store import ProducerState, StatusStore
+from dbt_celery.core.store import StatusStore
 from dbt_celery.run import submit
 
 #: Seconds between the run handle's status reads while waiting (DbtRun.wait's default).
@@ -33,7 +35,7 @@ WAIT_INTERVAL = 0.25
 #: Seconds a single measured run may take before the benchmark gives up.
 RUN_TIMEOUT = 1800.0
 #: Redis commands reported one by one in the cost-of-waiting table.
-REDIS_COMMANDS = ("mget", "get", "set", "setex", "lpush", "publish", "brpop", "zadd", "hset", "multi")
+REDIS_COMMANDS = ("mget", "get", "set", "setex", "evalsha", "lpush", "publish", "brpop", "zadd", "hset", "multi")
 
 
 def dbt_env() -> dict[str, str]:
@@ -88,18 +90,18 @@ def measure_cli(project: Project, db: Path, threads: int) -> dict[str, Any]:
 
 # -- dbt-celery -------------------------------------------------------------------------------
 class ReadCounter:
-    """Counts the status-store reads this (observer) process makes, to tell them from the consumers'."""
+    """Counts the status-store reads (MGETs) this (observer) process makes, to tell them from the consumers'."""
 
     def __init__(self, app: Celery) -> None:
         self.calls = 0
-        backend = app.backend
-        original = backend.mget
+        client = store_for(app).kv.client  # type: ignore[attr-defined]  # the RedisKV's client
+        original = client.mget
 
-        def counted(keys: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return original(keys)
+            return original(*args, **kwargs)
 
-        backend.mget = counted  # instance attribute: only this process's reads are counted
+        client.mget = counted  # instance attribute: only this process's reads are counted
 
 
 def measure_celery(
@@ -130,20 +132,20 @@ def measure_celery(
     cpu_after = workers.cpu_seconds()
     commands_after = command_stats(client)
     if status.state != "success":
-        failed = {uid: node.message for uid, node in status.nodes.items() if node.status != "success"}
+        failed = {uid: node.message for uid, node in status.nodes.items() if node.status is not NodeState.SUCCESS}
         raise RuntimeError(f"dbt-celery run {run.id} ended {status.state}: {status.error} {list(failed.items())[:5]}")
 
-    store = StatusStore(app.backend)
+    store = store_for(app)
     outcomes = store.outcomes(run.id, status.nodes)
-    producer = store.producer_state(run.id)
-    assert producer is not None
+    producer = store.producer(run.id)
+    assert producer is not None and producer.started_at is not None and producer.finished_at is not None
     check_own_producer(producer, workers)
     lags = [lag for outcome in outcomes.values() if (lag := wake_up_lag(outcome)) is not None]
-    executions = [1 + int(o.get("polls") or 0) + int(o.get("retries") or 0) for o in outcomes.values()]
-    starts = [_epoch(o["started_at"]) for o in outcomes.values() if o.get("started_at")]
-    finishes = [_epoch(o["finished_at"]) for o in outcomes.values() if o.get("finished_at")]
-    last_consumer = max(o["consumer_finished_at"] for o in outcomes.values())
-    workspace = workspaces / run.id / "producer" / "target" / "run_results.json"
+    executions = [1 + o.polls + o.retries for o in outcomes.values()]
+    starts = [_epoch(o.started_at) for o in outcomes.values() if o.started_at]
+    finishes = [_epoch(o.finished_at) for o in outcomes.values() if o.finished_at]
+    last_consumer = max(o.recorded_at for o in outcomes.values() if o.recorded_at is not None)
+    workspace = producer_results(workspaces, run.id)
     nodes = len(status.nodes)
     deltas = {name: commands_after.get(name, 0) - commands_before.get(name, 0) for name in set(commands_after)}
     bytes_in, bytes_out = deltas.pop("@bytes_in"), deltas.pop("@bytes_out")
@@ -164,7 +166,7 @@ def measure_celery(
         "lags": lags,
         "executions_per_node": statistics.fmean(executions),
         "max_executions": max(executions),
-        "fallbacks": sum(1 for o in outcomes.values() if o.get("resolved_by") == "fallback"),
+        "fallbacks": sum(1 for o in outcomes.values() if o.resolved_by == "fallback"),
         "redis": {
             "per_node": {name: deltas.get(name, 0) / nodes for name in REDIS_COMMANDS},
             "total_per_node": sum(deltas.values()) / nodes,
@@ -184,9 +186,20 @@ def measure_celery(
     }
 
 
+def producer_results(workspaces: Path, run_id: str, generation: int = 1) -> Path:
+    """The run_results.json of one producer generation's ``dbt build`` (its workspace ``producer-<n>``)."""
+    return workspaces / run_id / f"producer-{generation}" / "target" / "run_results.json"
+
+
+def producer_pid(producer: ProducerState) -> int | None:
+    """The process id in a producer's lease holder name (``host:pid:nonce``)."""
+    parts = (producer.worker or "").rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def check_own_producer(producer: ProducerState, workers: Workers) -> None:
     """Fail loudly if a worker other than ours ran the producer (someone else reads this Redis DB)."""
-    if not (producer.worker or "").endswith(f":{workers.pid('producer')}"):
+    if producer_pid(producer) != workers.pid("producer"):
         raise RuntimeError(
             f"the producer ran in {producer.worker}, not in this harness's worker (pid {workers.pid('producer')}): "
             "another process reads this Redis DB; rerun with a free --redis-db"
@@ -217,24 +230,24 @@ def measure_producer_alone(
     """
     project.write_profile(fresh_db(db), threads)
     spec = RunSpec(project_dir=str(project.path), profiles_dir=str(project.path), threads=threads)
-    store = StatusStore(app.backend)
+    store = store_for(app)
     deadline = time.monotonic() + RUN_TIMEOUT
     with workers.paused("consumer"):
         submitted = time.time()
         run = submit(spec, app=app)
         while True:
-            producer = store.producer_state(run.id)
-            if producer is not None and producer.state in (ProducerState.FINISHED, ProducerState.FAILED):
+            producer = store.producer(run.id)
+            if producer is not None and producer.ended:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"producer of run {run.id} did not finish within {RUN_TIMEOUT} s")
             time.sleep(0.05)
     status = run.wait(RUN_TIMEOUT)
     check_own_producer(producer, workers)
-    if status.state != "success" or producer.state != ProducerState.FINISHED:
+    if status.state != "success" or producer.phase is not ProducerPhase.FINISHED:
         raise RuntimeError(f"diagnostic run {run.id} ended {status.state}: {status.error}")
     assert producer.started_at is not None and producer.finished_at is not None
-    span = _results_span(workspaces / run.id / "producer" / "target" / "run_results.json")
+    span = _results_span(producer_results(workspaces, run.id))
     return {
         "to_producer_finished": producer.finished_at - submitted,
         "producer_total": producer.finished_at - producer.started_at,
@@ -243,11 +256,11 @@ def measure_producer_alone(
     }
 
 
-def wake_up_lag(outcome: dict[str, Any]) -> float | None:
-    """Seconds from dbt finishing a node to its consumer ending (None if either is unknown)."""
-    if not outcome.get("finished_at") or outcome.get("consumer_finished_at") is None:
+def wake_up_lag(outcome: NodeOutcome) -> float | None:
+    """Seconds from dbt finishing a node to its consumer recording the outcome (None if either is unknown)."""
+    if not outcome.finished_at or outcome.recorded_at is None:
         return None
-    return float(outcome["consumer_finished_at"]) - _epoch(outcome["finished_at"])
+    return outcome.recorded_at - _epoch(outcome.finished_at)
 
 
 def command_stats(client: redis.Redis) -> dict[str, int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import percentile
+from benchmarks.recovery import recovery_ok
 
 MB = 1024 * 1024
 
@@ -19,6 +20,7 @@ TARGETS = {
     "r4_plan": "R4 plan + enqueue of 10,000 nodes ≤ 3 s",
     "r4_writes": "R4 10,000 node-event writes ≤ 2 s",
     "rss": "consumer worker RSS ≤ 100 MB, dbt never imported there",
+    "recovery": "recovery: producer SIGKILLed at 50% of nodes / undisturbed run ≤ 1.5",
 }
 
 
@@ -103,6 +105,15 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[bool | None, str]]:
         rss <= 100 * MB and not probe["dbt_imported"],
         f"{rss / MB:.0f} MB, dbt {'imported' if probe['dbt_imported'] else 'not imported'}",
     )
+    recovery = results.get("recovery")
+    if recovery:
+        out["recovery"] = (
+            recovery["ratio"] <= recovery["target_ratio"] and recovery_ok(recovery),
+            f"{recovery['ratio']:.2f} at {recovery['models']} models (generation {recovery['generation']}, "
+            f"{recovery['fallbacks']} fallbacks)",
+        )
+    else:
+        out["recovery"] = (None, "not measured (--recovery)")
     return out
 
 
@@ -210,6 +221,10 @@ def _commands(row: dict[str, Any]) -> str:
     return ", ".join(f"{value:.1f} {name.upper()}" for name, value in counts.items() if value >= 0.05) or "–"
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _alone(summary: dict[str, Any]) -> str:
     alone = summary.get("alone")
     if not alone:
@@ -250,7 +265,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             notes.append(
                 "- Where the consumer CPU goes: **the plan's edges.** dbt's default `add_test_edges` links the "
                 "tests of *every ancestor* to a node, and the plan keeps those edges; a passing consumer's "
-                "`_release_children` reads, for each child, the outcomes of all that child's parents: "
+                "`ready_children` reads, for each child, the outcomes of all that child's parents: "
                 + detail
                 + ". This grows roughly with N × depth²."
             )
@@ -297,6 +312,63 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             "allocator, not leaked."
         )
     return notes
+
+
+def recovery_section(results: dict[str, Any]) -> list[str]:
+    """The "Recovery" section: a run whose producer worker is SIGKILLed halfway, against an undisturbed one."""
+    data = results.get("recovery")
+    lines = ["## Recovery", ""]
+    if not data:
+        return [*lines, "Not measured in this run (`python -m benchmarks --recovery`).", ""]
+    killed, resumed = data["killed"], data["resumed_build"]
+    machine = results["machine"]
+    lines += [
+        f"Measured {results['started_at']} UTC on {machine['nproc']} CPUs ({machine['cpu_model']}), "
+        f"`{results['command']}`.",
+        "",
+        f"On the generated {data['models']}-model project ({data['nodes']} nodes), two dbt-celery runs with "
+        f"`RunSpec(heartbeat_timeout={data['heartbeat_timeout']:g})`, each on a fresh DuckDB file: one undisturbed, "
+        f"and one whose producer worker's process group (the worker and its in-process dbt) is SIGKILLed once "
+        f"{data['kill_fraction']:.0%} of the planned nodes have a record in the store (polled with "
+        "`store.node_events`); a new producer worker is started at once. The run's consumers notice the "
+        "expired lease and send a resumed producer (generation 2), which builds every node still unreported "
+        "in one `dbt build --select ...`. Wall time is submit → `DbtRun.wait()` returning, as above.",
+        "",
+        "| undisturbed (s) | killed (s) | ratio (target ≤ "
+        f"{data['target_ratio']:g}) | killed at | records at the kill | generation 2 started | generation finished "
+        "| fallback nodes |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {data['undisturbed']['wall']:.2f} | {killed['wall']:.2f} | {data['ratio']:.2f} | {killed['killed_at']:.1f} s "
+        f"| {killed['records_at_kill']} / {killed['planned']} "
+        f"| {data['resume_delay'] or float('nan'):.1f} s after the kill | {data['generation']} | {data['fallbacks']} |",
+        "",
+    ]
+    if resumed.get("found"):
+        lines += [
+            f"The resumed producer's `run_results.json` (`producer-{data['generation']}/target/`) lists "
+            f"{resumed['results']} results for {resumed['nodes']} nodes: "
+            + (
+                "each appears once"
+                if not resumed["duplicates"]
+                else f"**{len(resumed['duplicates'])} appear more than once**"
+            )
+            + ", "
+            + (
+                "none of them had a record before the kill"
+                if not resumed["recorded_before_kill"]
+                else f"**{len(resumed['recorded_before_kill'])} already had a record before the kill**"
+            )
+            + ", and "
+            + (
+                "every node left unrecorded at the kill was among them."
+                if not resumed["not_rebuilt"]
+                else f"**{len(resumed['not_rebuilt'])} nodes left unrecorded at the kill were not rebuilt**."
+            ),
+            "",
+        ]
+    else:
+        lines += [f"**No `run_results.json` from the resumed producer** at `{resumed['path']}`.", ""]
+    return lines
 
 
 # -- markdown ---------------------------------------------------------------------------------
@@ -466,24 +538,28 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("")
     add(
         "A synthetic `ProjectGraph` (half models in layers with 1–5 parents plus test edges, half `not_null` "
-        "tests), no dbt: `RunPlan.from_graph(...).save(store)` then the root consumers enqueued with the "
-        "library's own `_enqueue` (claim + `apply_async`) on a Redis queue no worker reads (deleted after); "
-        "then one `store.put_node_event` per node, sequentially, as the producer writes them. "
-        "`direct SET` is the same encoded records written with one plain Redis `SET` each, for comparison "
-        "(the floor for one round trip per record)."
+        "tests), no dbt: `RunPlan(run_id, dict(graph.nodes)).save(store)` then the root consumers enqueued "
+        "with the library's own `enqueue(app, run_id, plan.nodes, roots)` (claim + `apply_async`) on a Redis "
+        "queue no worker reads (deleted after); then one `store.put_events(run_id, [event])` per node, "
+        "sequentially, as the producer writes them. `fenced` is the same records written as the producer "
+        "really does, each one fenced by the run's lease (`store.put_events(run_id, [event], lease)`, one "
+        "Lua `EVALSHA` comparing the lease); `direct SET` is the same encoded records written with one plain "
+        "Redis `SET` each, for comparison (the floor for one round trip per record)."
     )
     add("")
     add(
-        "| nodes | roots | plan save (s) | enqueue roots (s) | plan + enqueue (s) | node-event writes (s) | µs / write | direct SET (s) | Redis commands / write |"
+        "| nodes | roots | plan save (s) | enqueue roots (s) | plan + enqueue (s) | node-event writes (s) | µs / write | fenced (s) | direct SET (s) | Redis commands / write |"
     )
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     for row in results["scale"]:
         add(
             f"| {row['nodes']:,} | {row['roots']} | {row['plan_save']:.2f} | {row['enqueue']:.3f} | {row['plan_enqueue']:.2f} "
-            f"| {row['writes']:.2f} | {row['write_us']:.0f} | {row.get('direct_writes', float('nan')):.2f} "
+            f"| {row['writes']:.2f} | {row['write_us']:.0f} | {_seconds(row.get('fenced_writes'))} "
+            f"| {_seconds(row.get('direct_writes'))} "
             f"| {_commands(row)} |"
         )
     add("")
+    lines.extend(recovery_section(results))
     add("## Method")
     add("")
     add(
@@ -508,12 +584,12 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add(
         "- Redis: the harness picks two databases that hold no keys and have no client connected (the machine "
         "is shared; `--redis-db` names one explicitly) and flushes only those. Every run checks that the "
-        "producer ran in this harness's own worker (`ProducerState.worker` host:pid), so a foreign worker on the "
+        "producer ran in this harness's own worker (the pid in `ProducerState.worker`, host:pid:nonce), so a foreign worker on the "
         "same database fails the benchmark instead of skewing it. `INFO commandstats` is server-wide: the idle "
         "rate above includes other tenants."
     )
     add(
-        "- R3 wake-up lag per node = the consumer's `consumer_finished_at` minus dbt's `finished_at` for that node, "
+        "- R3 wake-up lag per node = the consumer's `NodeOutcome.recorded_at` minus dbt's `finished_at` for that node, "
         "from the outcome records, pooled over repetitions. It includes the poll back-off and the chain: a "
         "consumer starts only after its parents' consumers passed."
     )

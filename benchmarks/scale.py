@@ -4,7 +4,8 @@ A synthetic :class:`~dbt_celery.dbt.project.ProjectGraph` of N nodes (half model
 layers with 1-5 parents, half ``not_null`` tests, test edges as ``dbt build`` adds
 them) is planned, saved and its root consumers enqueued on a Redis broker, on a queue
 no worker reads; then N node events are written one by one, as the producer writes
-them while dbt runs. The queue and the database are emptied afterwards.
+them while dbt runs (plain, and fenced by a producer lease as the producer's own
+writes are). The queue and the database are emptied afterwards.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from typing import Any
 import redis
 from celery import Celery
 
+from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, settings_from_env
-from dbt_celery.celery.tasks import _enqueue
-from dbt_celery.core.plan import RunPlan
-from dbt_celery.core.records import NodeEvent, Outcome
-from dbt_celery.core.store import StatusStore, encode_payload
-from dbt_celery.dbt.project import GraphNode, ProjectGraph
+from dbt_celery.celery.tasks import enqueue
+from dbt_celery.core.plan import GraphNode, RunPlan
+from dbt_celery.core.records import NodeEvent, NodeState
+from dbt_celery.core.store import PRODUCER_LEASE, StatusStore, encode_payload
+from dbt_celery.dbt.project import ProjectGraph
 
 #: The queue the R4 root consumers are sent to; no worker reads it, it is deleted after.
 SCALE_QUEUE = "bench.scale"
-WRITE_COMMANDS = ("set", "setex", "multi", "exec", "publish")
+WRITE_COMMANDS = ("set", "setex", "evalsha", "multi", "exec", "publish")
 
 
 def synthetic_graph(size: int, *, max_parents: int = 5, seed: int = 11) -> ProjectGraph:
@@ -81,15 +83,15 @@ def measure_scale(redis_url: str, size: int) -> dict[str, Any]:
     client.flushdb()
     try:
         graph = synthetic_graph(size)
-        store = StatusStore(app.backend)
+        store = store_for(app)
         run_id = str(uuid.uuid4())
 
         started = time.perf_counter()
-        plan = RunPlan.from_graph(run_id, graph)
+        plan = RunPlan(run_id, dict(graph.nodes))
         plan.save(store)
         saved = time.perf_counter()
         roots = plan.roots()
-        _enqueue(app, store, run_id, [plan.nodes[uid] for uid in roots])
+        enqueue(app, run_id, plan.nodes, roots)
         enqueued = time.perf_counter()
         queued_messages = client.llen(SCALE_QUEUE)
 
@@ -97,10 +99,11 @@ def measure_scale(redis_url: str, size: int) -> dict[str, Any]:
         before = _calls(client)
         write_started = time.perf_counter()
         for event in events:
-            store.put_node_event(run_id, event)
+            store.put_events(run_id, [event])
         written = time.perf_counter()
         after = _calls(client)
         direct = _direct_writes(client, store, str(uuid.uuid4()), events, app.backend.expires)
+        fenced = _fenced_writes(store, str(uuid.uuid4()), events)
         return {
             "nodes": len(graph.nodes),
             "roots": len(roots),
@@ -111,6 +114,7 @@ def measure_scale(redis_url: str, size: int) -> dict[str, Any]:
             "writes": written - write_started,
             "write_us": (written - write_started) / len(events) * 1e6,
             "direct_writes": direct,
+            "fenced_writes": fenced,
             # Redis commands the writes issued, per write (server-wide counters: other tenants add a little).
             "write_commands": {
                 name: (after.get(name, 0) - before.get(name, 0)) / len(events) for name in WRITE_COMMANDS
@@ -137,6 +141,17 @@ def _direct_writes(
     return time.perf_counter() - started
 
 
+def _fenced_writes(store: StatusStore, run_id: str, events: list[NodeEvent]) -> float:
+    """The same records written as the producer writes them: each one fenced by the run's lease."""
+    held = store.acquire(run_id, PRODUCER_LEASE, "bench-scale", ttl=600)
+    assert held is not None
+    started = time.perf_counter()
+    for event in events:
+        if not store.put_events(run_id, [event], held):
+            raise RuntimeError(f"R4: the fenced write of {event.unique_id} was refused")
+    return time.perf_counter() - started
+
+
 def _scale_app(redis_url: str) -> Celery:
     settings = settings_from_env({"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url})
     return create_app({**settings, "dbt_celery_consumer_queue": SCALE_QUEUE})
@@ -148,7 +163,7 @@ def _event(unique_id: str, resource_type: str) -> NodeEvent:
         unique_id=unique_id,
         resource_type=resource_type,
         dbt_status=status,
-        outcome=Outcome.SUCCESS,
+        outcome=NodeState.SUCCESS,
         started_at="2026-01-01T00:00:00.000000",
         finished_at="2026-01-01T00:00:00.250000",
         execution_time=0.25,

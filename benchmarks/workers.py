@@ -79,6 +79,15 @@ class Workers(LocalWorkers):
                 return reply[name]
         raise WorkerError(f"worker {name} did not answer the probe")
 
+    def kill(self, role: str) -> None:
+        """SIGKILL a worker's whole process group (the worker and any dbt it runs) and reap it."""
+        process = self.processes[role]
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
     @contextlib.contextmanager
     def paused(self, role: str) -> Iterator[None]:
         """Freeze one worker (SIGSTOP) for the block, then let it go on (SIGCONT)."""

@@ -42,6 +42,9 @@ _DEFAULTS = {
     "worker_send_task_events": True,
     "result_extended": False,
     "broker_connection_retry_on_startup": True,
+    # RabbitMQ closes a channel whose message stayed unacknowledged past consumer_timeout
+    # (a countdown held behind a long build); reconnect instead of letting the worker exit.
+    "broker_channel_error_retry": True,
 }
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from dbt_celery.errors import StoreUnavailable
+from dbt_celery.errors import StoreUnavailable, UnsupportedBackend
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +249,35 @@ class SQLiteKV:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on one connection."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on one connection.
+
+    A store that can never be written (a read-only file or mount, a full disk) is an
+    :class:`~dbt_celery.errors.UnsupportedBackend`, not an error to retry forever.
+    """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
 
     def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN IMMEDIATE")
+        self._run("BEGIN IMMEDIATE")
         return self.connection
 
-    def __exit__(self, kind: object, *_: object) -> None:
-        self.connection.execute("ROLLBACK" if kind is not None else "COMMIT")
+    def __exit__(self, kind: object, value: object, trace: object) -> None:
+        if kind is None:
+            self._run("COMMIT")
+            return
+        self.connection.execute("ROLLBACK")
+        if isinstance(value, sqlite3.Error) and _is_permanent(value):
+            raise UnsupportedBackend(f"the status store cannot be written: {value}") from value
+
+    def _run(self, statement: str) -> None:
+        try:
+            self.connection.execute(statement)
+        except sqlite3.Error as exc:
+            if _is_permanent(exc):
+                raise UnsupportedBackend(f"the status store cannot be written: {exc}") from exc
+            raise
+
+
+def _is_permanent(exc: sqlite3.Error) -> bool:
+    return any(words in str(exc) for words in ("readonly", "read-only", "disk is full", "malformed"))

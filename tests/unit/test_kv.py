@@ -40,3 +40,16 @@ def test_sqlite_values_expire(tmp_path):
     time.sleep(0.05)
     assert kv.get_many(["k"]) == [None]
     assert kv.set_if({"k": None}, {"k": b"again"})
+
+
+def test_a_sqlite_store_that_cannot_be_written_says_so(tmp_path):
+    from dbt_celery.core.kv import is_transient
+    from dbt_celery.errors import UnsupportedBackend
+
+    kv = SQLiteKV(tmp_path / "s.sqlite")
+    kv.set_many({"k": b"v"})
+    kv.connection().execute("PRAGMA query_only = ON")  # as a read-only file would be
+    with pytest.raises(UnsupportedBackend, match="cannot be written") as raised:
+        kv.set_many({"k": b"w"})
+    assert not is_transient(raised.value)  # a consumer ends with an error outcome, it does not poll forever
+    assert kv.get_many(["k"]) == [b"v"]

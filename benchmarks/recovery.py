@@ -1,0 +1,199 @@
+"""Recovery: what a producer killed mid-build costs a run (``python -m benchmarks --recovery``).
+
+On one generated project, two dbt-celery runs with ``RunSpec(heartbeat_timeout=10)``
+(a dead producer's lease runs out 10 s after its last renewal):
+
+* undisturbed: submit → ``wait()`` returns, as the main measurement times it;
+* killed: once half of the planned nodes have a dbt record in the store, the producer
+  worker's process group (the worker and its in-process dbt) is SIGKILLed and a new
+  producer worker is started at once. A consumer (or the waiting handle) notices the
+  expired lease and sends a resumed producer (generation 2), which builds every node
+  still unreported in one ``dbt build --select ...``.
+
+Reported: both wall times and their ratio (target ≤ 1.5), the producer generation that
+finished (2 expected), how many nodes fell back to inline builds (0 expected), and,
+from the resumed producer's own ``run_results.json``, how many nodes it built, that each
+appears once, and that none of them had a record when the producer was killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from benchmarks.generate import Project
+from benchmarks.measure import RUN_TIMEOUT, WAIT_INTERVAL, check_own_producer, fresh_db, producer_results
+from benchmarks.workers import Workers
+from dbt_celery.celery.backends import store_for
+from dbt_celery.core.plan import plan_summary
+from dbt_celery.core.records import NodeState, ProducerPhase
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.run import DbtRun, RunStatus, submit
+
+#: The lease of whoever builds, in seconds: how soon a dead producer counts as dead.
+HEARTBEAT_TIMEOUT = 10.0
+#: Share of the planned nodes that must have a record before the producer is killed.
+KILL_FRACTION = 0.5
+#: The target of the issue: killed run / undisturbed run.
+TARGET_RATIO = 1.5
+#: Seconds between two reads of the store while waiting for the moment to kill.
+KILL_POLL = 0.05
+
+
+def measure_recovery(
+    app: Celery, workers: Workers, project: Project, dbs: Path, threads: int, workspaces: Path
+) -> dict[str, Any]:
+    """An undisturbed run, then one whose producer worker is SIGKILLed at KILL_FRACTION, on fresh databases."""
+    spec = RunSpec(
+        project_dir=str(project.path),
+        profiles_dir=str(project.path),
+        threads=threads,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+    )
+    project.write_profile(fresh_db(dbs / "recovery-undisturbed.duckdb"), threads)
+    undisturbed = _timed_run(app, workers, spec, kill=False)
+    project.write_profile(fresh_db(dbs / "recovery-killed.duckdb"), threads)
+    killed = _timed_run(app, workers, spec, kill=True)
+    fresh_db(dbs / "recovery-undisturbed.duckdb")
+    fresh_db(dbs / "recovery-killed.duckdb")
+
+    status: RunStatus = killed.pop("status")
+    undisturbed.pop("status")
+    producer = status.producer
+    assert producer is not None
+    check_own_producer(producer, workers)  # generation 2 ran in the restarted worker
+    recorded_at_kill = set(killed.pop("recorded_at_kill"))
+    planned = set(status.nodes)
+    resumed = resumed_build(producer_results(workspaces, status.run_id, producer.generation), recorded_at_kill, planned)
+    resolved_by = collections.Counter(node.resolved_by or "none" for node in status.nodes.values())
+    return {
+        "models": project.model_count,
+        "nodes": len(planned),
+        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+        "kill_fraction": KILL_FRACTION,
+        "undisturbed": undisturbed,
+        "killed": {**killed, "records_at_kill": len(recorded_at_kill)},
+        "ratio": killed["wall"] / undisturbed["wall"],
+        "target_ratio": TARGET_RATIO,
+        "generation": producer.generation,
+        "producer_phase": producer.phase.value,
+        "resume_delay": (producer.started_at - killed["killed_at_epoch"]) if producer.started_at else None,
+        "fallbacks": resolved_by.get("fallback", 0),
+        "resolved_by": dict(resolved_by),
+        "resumed_build": resumed,
+    }
+
+
+def _timed_run(app: Celery, workers: Workers, spec: RunSpec, *, kill: bool) -> dict[str, Any]:
+    """Submit, optionally kill and restart the producer worker mid-build, and wait; raise unless it succeeded."""
+    started = time.perf_counter()
+    run = submit(spec, app=app)
+    kill_info: dict[str, Any] = {}
+    if kill:
+        kill_info = _kill_producer_midway(run, workers, started)
+    status = run.wait(RUN_TIMEOUT, interval=WAIT_INTERVAL)
+    wall = time.perf_counter() - started
+    if status.state != "success":
+        failed = [(uid, node.status.value, node.message) for uid, node in status.nodes.items()
+                  if node.status is not NodeState.SUCCESS]  # fmt: skip
+        raise RuntimeError(f"recovery run {run.id} ended {status.state}: {status.error} {failed[:5]}")
+    producer = status.producer
+    if producer is None or producer.phase is not ProducerPhase.FINISHED:
+        raise RuntimeError(f"recovery run {run.id}: producer ended {producer and producer.phase.value}")
+    return {"run_id": run.id, "wall": wall, "status": status, **kill_info}
+
+
+def _kill_producer_midway(run: DbtRun, workers: Workers, started: float) -> dict[str, Any]:
+    """Wait until KILL_FRACTION of the planned nodes have a record, SIGKILL the producer group, restart it."""
+    store = store_for(run.app)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    planned: list[str] = []
+    wanted = 0
+    while True:
+        workers.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"recovery run {run.id}: {wanted} records not reached within {RUN_TIMEOUT} s")
+        if not planned:
+            planned = list(plan_summary(store, run.id) or {})
+            wanted = math.ceil(len(planned) * KILL_FRACTION)
+        if planned and len(store.node_events(run.id, planned)) >= wanted:
+            break
+        time.sleep(KILL_POLL)
+    old_pid = workers.pid("producer")
+    workers.kill("producer")  # the worker and its in-process dbt, mid-build
+    killed_at = time.perf_counter() - started
+    killed_epoch = time.time()
+    # Nothing writes for the dead producer any more: these are the records it left behind.
+    recorded = sorted(store.node_events(run.id, planned))
+    workers.start("producer")
+    return {
+        "killed_at": killed_at,
+        "killed_at_epoch": killed_epoch,
+        "planned": len(planned),
+        "threshold": wanted,
+        "recorded_at_kill": recorded,
+        "killed_pid": old_pid,
+        "restarted_pid": workers.pid("producer"),
+    }
+
+
+def resumed_build(path: Path, recorded_at_kill: set[str], planned: set[str]) -> dict[str, Any]:
+    """What the resumed producer's ``dbt build`` ran, checked against the records left at the kill."""
+    if not path.is_file():
+        return {"path": str(path), "found": False}
+    results = json.loads(path.read_text())["results"]
+    ids = [result["unique_id"] for result in results]
+    counts = collections.Counter(ids)
+    built = set(ids)
+    return {
+        "path": str(path),
+        "found": True,
+        "results": len(ids),
+        "nodes": len(built),
+        "statuses": dict(collections.Counter(result["status"] for result in results)),
+        "duplicates": sorted(uid for uid, count in counts.items() if count > 1),
+        "recorded_before_kill": sorted(built & recorded_at_kill),
+        "unplanned": sorted(built - planned),
+        # Nodes without a record at the kill that the resumed build did not run either.
+        "not_rebuilt": sorted(planned - recorded_at_kill - built),
+    }
+
+
+def recovery_ok(data: dict[str, Any]) -> bool:
+    """Whether the killed run recovered as intended (the ratio aside)."""
+    resumed = data["resumed_build"]
+    return (
+        data["generation"] == 2
+        and data["fallbacks"] == 0
+        and resumed.get("found", False)
+        and not resumed["duplicates"]
+        and not resumed["recorded_before_kill"]
+        and not resumed["not_rebuilt"]
+    )
+
+
+def recovery_lines(data: dict[str, Any]) -> list[str]:
+    """What the harness prints once the recovery scenario is done."""
+    killed, resumed = data["killed"], data["resumed_build"]
+    lines = [
+        f"  recovery      {data['models']} models: undisturbed {data['undisturbed']['wall']:.2f} s, producer killed at "
+        f"{killed['killed_at']:.1f} s ({killed['records_at_kill']}/{killed['planned']} nodes recorded) "
+        f"{killed['wall']:.2f} s, ratio {data['ratio']:.2f} (target ≤ {data['target_ratio']})",
+        f"                generation {data['generation']} finished, resumed {data['resume_delay'] or float('nan'):.1f} s "
+        f"after the kill, {data['fallbacks']} fallback(s)",
+    ]
+    if resumed.get("found"):
+        lines.append(
+            f"                resumed build ran {resumed['nodes']} node(s), {len(resumed['duplicates'])} duplicate(s), "
+            f"{len(resumed['recorded_before_kill'])} already recorded before the kill, "
+            f"{len(resumed['not_rebuilt'])} unrecorded node(s) not rebuilt"
+        )
+    else:
+        lines.append(f"                no run_results.json from the resumed producer at {resumed['path']}")
+    return lines
