@@ -3,7 +3,8 @@
 On one generated project, two dbt-celery runs with ``RunSpec(heartbeat_timeout=10)``
 (a dead producer's lease runs out 10 s after its last renewal):
 
-* undisturbed: submit → ``wait()`` returns, as the main measurement times it;
+* undisturbed: submit → ``wait()`` returns, as the main measurement times it (the
+  store is watched the same way as below, only to note when half the nodes had a record);
 * killed: once half of the planned nodes have a dbt record in the store, the producer
   worker's process group (the worker and its in-process dbt) is SIGKILLed and a new
   producer worker is started at once. A consumer (or the waiting handle) notices the
@@ -28,7 +29,14 @@ from typing import Any
 from celery import Celery
 
 from benchmarks.generate import Project
-from benchmarks.measure import RUN_TIMEOUT, WAIT_INTERVAL, check_own_producer, fresh_db, producer_results
+from benchmarks.measure import (
+    RUN_TIMEOUT,
+    WAIT_INTERVAL,
+    _results_span,
+    check_own_producer,
+    fresh_db,
+    producer_results,
+)
 from benchmarks.workers import Workers
 from dbt_celery.celery.backends import store_for
 from dbt_celery.core.plan import plan_summary
@@ -72,6 +80,7 @@ def measure_recovery(
     planned = set(status.nodes)
     resumed = resumed_build(producer_results(workspaces, status.run_id, producer.generation), recorded_at_kill, planned)
     resolved_by = collections.Counter(node.resolved_by or "none" for node in status.nodes.values())
+    kill_epoch = killed.pop("killed_at_epoch")
     return {
         "models": project.model_count,
         "nodes": len(planned),
@@ -83,7 +92,8 @@ def measure_recovery(
         "target_ratio": TARGET_RATIO,
         "generation": producer.generation,
         "producer_phase": producer.phase.value,
-        "resume_delay": (producer.started_at - killed["killed_at_epoch"]) if producer.started_at else None,
+        "resume_delay": (producer.started_at - kill_epoch) if producer.started_at else None,
+        "timeline": _timeline(killed, undisturbed, producer, kill_epoch, resumed),
         "fallbacks": resolved_by.get("fallback", 0),
         "resolved_by": dict(resolved_by),
         "resumed_build": resumed,
@@ -92,11 +102,13 @@ def measure_recovery(
 
 def _timed_run(app: Celery, workers: Workers, spec: RunSpec, *, kill: bool) -> dict[str, Any]:
     """Submit, optionally kill and restart the producer worker mid-build, and wait; raise unless it succeeded."""
+    submitted = time.time()
     started = time.perf_counter()
     run = submit(spec, app=app)
-    kill_info: dict[str, Any] = {}
+    planned, wanted = _wait_for_records(run, workers)
+    half: dict[str, Any] = {"half_at": time.perf_counter() - started, "planned": len(planned), "threshold": wanted}
     if kill:
-        kill_info = _kill_producer_midway(run, workers, started)
+        half |= _kill_producer(run, workers, planned, started)
     status = run.wait(RUN_TIMEOUT, interval=WAIT_INTERVAL)
     wall = time.perf_counter() - started
     if status.state != "success":
@@ -106,11 +118,18 @@ def _timed_run(app: Celery, workers: Workers, spec: RunSpec, *, kill: bool) -> d
     producer = status.producer
     if producer is None or producer.phase is not ProducerPhase.FINISHED:
         raise RuntimeError(f"recovery run {run.id}: producer ended {producer and producer.phase.value}")
-    return {"run_id": run.id, "wall": wall, "status": status, **kill_info}
+    assert producer.finished_at is not None
+    return {
+        "run_id": run.id,
+        "wall": wall,
+        "producer_finished_at": producer.finished_at - submitted,
+        "status": status,
+        **half,
+    }
 
 
-def _kill_producer_midway(run: DbtRun, workers: Workers, started: float) -> dict[str, Any]:
-    """Wait until KILL_FRACTION of the planned nodes have a record, SIGKILL the producer group, restart it."""
+def _wait_for_records(run: DbtRun, workers: Workers) -> tuple[list[str], int]:
+    """Wait until KILL_FRACTION of the planned nodes have a record; return the planned ids and that count."""
     store = store_for(run.app)
     deadline = time.monotonic() + RUN_TIMEOUT
     planned: list[str] = []
@@ -123,8 +142,13 @@ def _kill_producer_midway(run: DbtRun, workers: Workers, started: float) -> dict
             planned = list(plan_summary(store, run.id) or {})
             wanted = math.ceil(len(planned) * KILL_FRACTION)
         if planned and len(store.node_events(run.id, planned)) >= wanted:
-            break
+            return planned, wanted
         time.sleep(KILL_POLL)
+
+
+def _kill_producer(run: DbtRun, workers: Workers, planned: list[str], started: float) -> dict[str, Any]:
+    """SIGKILL the producer worker's group, note the records it left, and start a new producer worker."""
+    store = store_for(run.app)
     old_pid = workers.pid("producer")
     workers.kill("producer")  # the worker and its in-process dbt, mid-build
     killed_at = time.perf_counter() - started
@@ -135,11 +159,33 @@ def _kill_producer_midway(run: DbtRun, workers: Workers, started: float) -> dict
     return {
         "killed_at": killed_at,
         "killed_at_epoch": killed_epoch,
-        "planned": len(planned),
-        "threshold": wanted,
         "recorded_at_kill": recorded,
         "killed_pid": old_pid,
         "restarted_pid": workers.pid("producer"),
+    }
+
+
+def _timeline(
+    killed: dict[str, Any],
+    undisturbed: dict[str, Any],
+    producer: Any,
+    kill_epoch: float,
+    resumed: dict[str, Any],
+) -> dict[str, Any]:
+    """Where the killed run's extra time went, in seconds (each step from the one before)."""
+    span = resumed.get("span") or {}
+    first = span.get("first_start")
+    return {
+        # What the undisturbed run still needed once half its nodes had a record.
+        "undisturbed_after_half": undisturbed["wall"] - undisturbed["half_at"],
+        "killed_after_kill": killed["wall"] - killed["killed_at"],
+        "kill_to_resumed_start": producer.started_at - kill_epoch if producer.started_at else None,
+        "resumed_start_to_first_node": first - producer.started_at if first and producer.started_at else None,
+        "resumed_nodes_span": span.get("span"),
+        "resumed_producer_total": (
+            producer.finished_at - producer.started_at if producer.finished_at and producer.started_at else None
+        ),
+        "producer_finished_to_wait_return": killed["wall"] - killed["producer_finished_at"],
     }
 
 
@@ -162,6 +208,7 @@ def resumed_build(path: Path, recorded_at_kill: set[str], planned: set[str]) -> 
         "unplanned": sorted(built - planned),
         # Nodes without a record at the kill that the resumed build did not run either.
         "not_rebuilt": sorted(planned - recorded_at_kill - built),
+        "span": _results_span(path),
     }
 
 
@@ -178,6 +225,22 @@ def recovery_ok(data: dict[str, Any]) -> bool:
     )
 
 
+def timeline_text(data: dict[str, Any]) -> str:
+    """Where the killed run's time went after the kill, against what the undisturbed run still needed."""
+    t = data["timeline"]
+
+    def s(value: float | None) -> str:
+        return "?" if value is None else f"{value:.1f} s"
+
+    return (
+        f"after half the nodes had a record the undisturbed run took {s(t['undisturbed_after_half'])} more; after "
+        f"the kill the killed run took {s(t['killed_after_kill'])}: {s(t['kill_to_resumed_start'])} until generation "
+        f"2 started (lease expiry + noticing), {s(t['resumed_start_to_first_node'])} to its first node (parse), "
+        f"{s(t['resumed_nodes_span'])} of nodes, {s(t['producer_finished_to_wait_return'])} from the producer "
+        "finishing to wait() returning"
+    )
+
+
 def recovery_lines(data: dict[str, Any]) -> list[str]:
     """What the harness prints once the recovery scenario is done."""
     killed, resumed = data["killed"], data["resumed_build"]
@@ -187,6 +250,7 @@ def recovery_lines(data: dict[str, Any]) -> list[str]:
         f"{killed['wall']:.2f} s, ratio {data['ratio']:.2f} (target ≤ {data['target_ratio']})",
         f"                generation {data['generation']} finished, resumed {data['resume_delay'] or float('nan'):.1f} s "
         f"after the kill, {data['fallbacks']} fallback(s)",
+        "                " + timeline_text(data),
     ]
     if resumed.get("found"):
         lines.append(

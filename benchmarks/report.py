@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import percentile
-from benchmarks.recovery import recovery_ok
+from benchmarks.recovery import recovery_ok, timeline_text
 
 MB = 1024 * 1024
 
@@ -343,6 +343,8 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
         f"| {data['resume_delay'] or float('nan'):.1f} s after the kill | {data['generation']} | {data['fallbacks']} |",
         "",
     ]
+    if data.get("timeline"):
+        lines += [f"Where the time went: {timeline_text(data)}.", ""]
     if resumed.get("found"):
         lines += [
             f"The resumed producer's `run_results.json` (`producer-{data['generation']}/target/`) lists "
