@@ -176,9 +176,13 @@ def _timeline(
     span = resumed.get("span") or {}
     first = span.get("first_start")
     return {
+        "undisturbed_half_at": undisturbed["half_at"],
+        "killed_half_at": killed["half_at"],
         # What the undisturbed run still needed once half its nodes had a record.
         "undisturbed_after_half": undisturbed["wall"] - undisturbed["half_at"],
         "killed_after_kill": killed["wall"] - killed["killed_at"],
+        # The recovery's own cost: the killed run's time after the kill beyond the undisturbed run's after the mark.
+        "extra_after_half": (killed["wall"] - killed["killed_at"]) - (undisturbed["wall"] - undisturbed["half_at"]),
         "kill_to_resumed_start": producer.started_at - kill_epoch if producer.started_at else None,
         "resumed_start_to_first_node": first - producer.started_at if first and producer.started_at else None,
         "resumed_nodes_span": span.get("span"),
@@ -233,8 +237,10 @@ def timeline_text(data: dict[str, Any]) -> str:
         return "?" if value is None else f"{value:.1f} s"
 
     return (
-        f"after half the nodes had a record the undisturbed run took {s(t['undisturbed_after_half'])} more; after "
-        f"the kill the killed run took {s(t['killed_after_kill'])}: {s(t['kill_to_resumed_start'])} until generation "
+        f"half the nodes had a record {s(t.get('undisturbed_half_at'))} after submit in the undisturbed run and "
+        f"{s(t.get('killed_half_at'))} in the killed one; from there the undisturbed run took "
+        f"{s(t['undisturbed_after_half'])} more, the killed run {s(t['killed_after_kill'])} after the kill "
+        f"({s(t.get('extra_after_half'))} extra): {s(t['kill_to_resumed_start'])} until generation "
         f"2 started (lease expiry + noticing), {s(t['resumed_start_to_first_node'])} to its first node (parse), "
         f"{s(t['resumed_nodes_span'])} of nodes, {s(t['producer_finished_to_wait_return'])} from the producer "
         "finishing to wait() returning"

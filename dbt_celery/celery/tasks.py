@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,10 +39,11 @@ from dbt_celery.core.plan import (
     load_nodes,
     plan_summary,
     producer_task_id,
+    read_nodes,
     ready_children,
 )
 from dbt_celery.core.policy import Action, Attempt, Decision, Limits, Observation, after_build, decide, on_crash
-from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState, RunDocument
+from dbt_celery.core.records import PASSING_STATES, NodeOutcome, NodeState, ProducerPhase, ProducerState, RunDocument
 from dbt_celery.core.spec import DEFAULT_POLL_MAX, RunSpec
 from dbt_celery.core.store import PRODUCER_LEASE, WATCHDOG, Poll, StatusStore
 from dbt_celery.core.summary import summarize
@@ -114,8 +116,6 @@ def start_run(self: Task, spec: dict[str, Any]) -> str:
 
 def send_run(app: Celery, spec: RunSpec, run_id: str | None = None) -> str:
     """Record a run, enqueue its producer and its watchdog, and return its id."""
-    import uuid
-
     if app.conf.task_always_eager:
         raise ConfigurationError(
             "dbt-celery cannot run in eager mode (task_always_eager): consumers reschedule themselves; "
@@ -228,7 +228,7 @@ class Consumer:
             raise Ignore()
         if action in (Action.WAIT, Action.RESUME):
             if action is Action.RESUME and self.spec is not None and self.poll is not None:
-                resume_producer(self.app, self.store, self.run_id, self.spec, self.poll.producer)
+                resume_producer(self.app, self.store, self.run_id, self.spec)
             self._mark_seen(decision.next)
             if self.spec is not None and self.poll is not None:
                 revive_watchdog(self.app, self.store, self.run_id, self.spec, self.poll.watchdog_seen_at)
@@ -329,9 +329,7 @@ def send_consumer(app: Celery, run_id: str, node: GraphNode, headers: dict[str, 
     )
 
 
-def resume_producer(
-    app: Celery, store: StatusStore, run_id: str, spec: RunSpec, producer: ProducerState | None
-) -> None:
+def resume_producer(app: Celery, store: StatusStore, run_id: str, spec: RunSpec) -> None:
     """Send a resumed producer for a dead one (once per lease generation and time window)."""
     liveness = store.liveness(run_id, PRODUCER_LEASE)
     generation = liveness.lease.generation if liveness.lease else 0
@@ -401,7 +399,7 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
         and producer.phase in (ProducerPhase.PLANNING, ProducerPhase.RUNNING)
     ):
         if not store.liveness(run_id, PRODUCER_LEASE).alive(now):
-            resume_producer(app, store, run_id, spec, producer)
+            resume_producer(app, store, run_id, spec)
     planned = plan_summary(store, run_id)
     if planned is None:
         return
@@ -412,17 +410,33 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
 
 
 def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], after: float, now: float) -> None:
-    """Send again every consumer that was sent, has no outcome, and showed no sign of life lately."""
+    """Send again every consumer that went silent, and send those nobody sent though they may go.
+
+    A consumer is silent when it was sent, has no outcome, and showed no sign of life for
+    ``after`` seconds (its message died with a worker, or its publish failed). A node is
+    stranded when its parents all passed but its consumer was never sent (a parent's
+    consumer broke between recording its outcome and releasing its children).
+    """
     claims = store.claims(run_id, [f"enqueue_{uid}" for uid in uids])
-    sent = [uid for uid in uids if f"enqueue_{uid}" in claims]
-    open_ = [uid for uid in sent if uid not in store.outcomes(run_id, sent)]
-    seen = store.seen(run_id, open_)
-    stale = [uid for uid in open_ if now - float(seen.get(uid, {}).get("at") or claims[f"enqueue_{uid}"]) > after]
-    for uid, node in load_nodes(store, run_id, stale).items():
+    outcomes = store.outcomes(run_id, uids)
+    sent = [uid for uid in uids if f"enqueue_{uid}" in claims and uid not in outcomes]
+    seen = store.seen(run_id, sent)
+    stale = [uid for uid in sent if now - float(seen.get(uid, {}).get("at") or claims[f"enqueue_{uid}"]) > after]
+    nodes, broken = read_nodes(store, run_id, stale)
+    for uid in stale:
         log.warning("run %s: consumer of %s silent for %.0f s; sending it again", run_id, uid, after)
         headers = seen.get(uid, {}).get("headers") or {}
-        send_consumer(app, run_id, node, {**headers, "dbt_celery_seen_at": 0})
+        send_consumer(app, run_id, nodes.get(uid) or GraphNode.placeholder(uid), {**headers, "dbt_celery_seen_at": 0})
         store.mark_seen(run_id, uid, headers)
+    unsent, _ = read_nodes(store, run_id, [uid for uid in uids if f"enqueue_{uid}" not in claims])
+    stranded = {
+        uid: node
+        for uid, node in unsent.items()
+        if all(parent in outcomes and outcomes[parent].state in PASSING_STATES for parent in node.parents)
+    }
+    if stranded:
+        log.warning("run %s: sending %d consumer(s) whose parents all passed", run_id, len(stranded))
+        enqueue(app, run_id, stranded)
 
 
 def _expire(app: Celery, store: StatusStore, run_id: str, uids: list[str]) -> None:
