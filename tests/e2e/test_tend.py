@@ -30,18 +30,8 @@ def test_a_round_sends_silent_and_stranded_consumers_once(worker_env, redis_clie
     store.put_outcome(run_id, "model.p.a", NodeOutcome(NodeState.SUCCESS, "success"))
     store.claim(run_id, "enqueue_model.p.a")
     store.claim(run_id, "enqueue_model.p.b")
-    store.kv.set_many(
-        {
-            store.key(run_id, "claim_enqueue_model.p.b"): store.kv.get_many(
-                [store.key(run_id, "claim_enqueue_model.p.a")]
-            )[0]
-        }
-    )
     store.mark_seen(
         run_id, "model.p.b", {"dbt_celery_attempt": {"polls": 3, "retries": 1, "builds": 0, "moved": False}}
-    )
-    store.kv.set_many(
-        {store.key(run_id, "seen_model.p.b"): store.kv.get_many([store.key(run_id, "seen_model.p.b")])[0]}
     )
 
     time.sleep(5.5)  # b's last sign of life is now older than rearm_after
