@@ -18,7 +18,7 @@ def test_a_round_sends_silent_and_stranded_consumers_once(worker_env, redis_clie
     app = create_app({**settings_from_env(worker_env), "dbt_celery_consumer_queue": queue})
     store = store_for(app)
     run_id = str(uuid.uuid4())
-    spec = RunSpec(project_dir="/nowhere", rearm_after=5)
+    spec = RunSpec(project_dir="/nowhere", rearm_after=1)
     now = time.time()
     store.put_run(run_id, RunDocument(spec.to_dict(), now, now + 600))
     store.put_producer(run_id, ProducerState(ProducerPhase.FINISHED, now))
@@ -34,7 +34,7 @@ def test_a_round_sends_silent_and_stranded_consumers_once(worker_env, redis_clie
         run_id, "model.p.b", {"dbt_celery_attempt": {"polls": 3, "retries": 1, "builds": 0, "moved": False}}
     )
 
-    time.sleep(5.5)  # b's last sign of life is now older than rearm_after
+    time.sleep(1.5)  # b's last sign of life is now older than rearm_after
     tend(app, run_id, by_watchdog=True)
     tend(app, run_id, by_watchdog=True)  # a second round sends nothing more
 
