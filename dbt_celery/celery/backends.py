@@ -20,14 +20,16 @@ from dbt_celery.errors import UnsupportedBackend
 
 __all__ = ["is_transient", "kv_for", "store_for"]
 
-_STORES: dict[int, StatusStore] = {}
+#: The attribute an app keeps its status store in (it lives and dies with the app).
+_STORE_ATTRIBUTE = "_dbt_celery_store"
 
 
 def store_for(app: Celery) -> StatusStore:
     """The status store of an app (one per app, built on first use)."""
-    store = _STORES.get(id(app))
+    store = getattr(app, _STORE_ATTRIBUTE, None)
     if store is None:
-        store = _STORES[id(app)] = StatusStore(kv_for(app))
+        store = StatusStore(kv_for(app))
+        setattr(app, _STORE_ATTRIBUTE, store)
     return store
 
 

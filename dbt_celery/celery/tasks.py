@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from celery import Celery, Task, shared_task
 from celery.exceptions import Ignore, Retry
@@ -94,11 +94,23 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             run_id,
             run_spec,
             lambda plan, ids: enqueue(self.app, plan.run_id, plan.nodes, ids),
-            on_beat=lambda: tend(self.app, run_id, by_watchdog=False),
+            on_beat=_every(WATCH_INTERVAL, lambda: tend(self.app, run_id, by_watchdog=False)),
         )
     except DuplicateProducer as exc:
         log.info("%s", exc)
         raise Ignore() from None
+
+
+def _every(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, done at most once every ``seconds`` however often it is called."""
+    last = [0.0]
+
+    def throttled() -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            action()
+
+    return throttled
 
 
 def _note_waiting(store: StatusStore, run_id: str, blocker: str) -> None:
