@@ -14,7 +14,7 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 
 from dbt_celery.celery.sqlite_backend import SQLiteBackend
-from dbt_celery.core.kv import KeyValue, RedisKV, SQLiteKV, is_transient
+from dbt_celery.core.kv import REDIS_PATIENCE, KeyValue, RedisKV, SQLiteKV, is_transient
 from dbt_celery.core.store import StatusStore
 from dbt_celery.errors import UnsupportedBackend
 
@@ -28,7 +28,7 @@ def store_for(app: Celery) -> StatusStore:
     """The status store of an app (one per app, built on first use)."""
     store = getattr(app, _STORE_ATTRIBUTE, None)
     if store is None:
-        store = StatusStore(kv_for(app))
+        store = StatusStore(kv_for(app), _seconds(app.conf.result_expires))
         setattr(app, _STORE_ATTRIBUTE, store)
     return store
 
@@ -39,7 +39,7 @@ def kv_for(app: Celery) -> KeyValue:
     expires = _seconds(app.conf.result_expires)
     if url:
         if url.startswith(("redis://", "rediss://", "unix://")):
-            return RedisKV.from_url(url, expires)
+            return RedisKV.from_url(url, expires, _patience(app))
         if url.startswith("sqlite:///"):
             return SQLiteKV(url[len("sqlite:///") :], expires)
         raise UnsupportedBackend(f"dbt_celery_store_url must be a redis:// or sqlite:/// URL, not {url!r}")
@@ -50,7 +50,7 @@ def kv_for(app: Celery) -> KeyValue:
     if isinstance(backend, SQLiteBackend):
         return backend.kv
     if isinstance(backend, RedisBackend):
-        return RedisKV(backend.client, backend.expires)
+        return RedisKV(backend.client, backend.expires, _patience(app))
     raise UnsupportedBackend(_refusal(backend))
 
 
@@ -64,6 +64,11 @@ def _refusal(backend: Any) -> str:
         f"dbt-celery cannot keep its records in the {name} result backend ({why}). "
         "Use Redis as the result backend, or keep yours and set dbt_celery_store_url = 'redis://...'"
     )
+
+
+def _patience(app: Celery) -> float:
+    """Seconds a store call rides out an unreachable Redis (``dbt_celery_store_patience``)."""
+    return float(app.conf.get("dbt_celery_store_patience") or REDIS_PATIENCE)
 
 
 def _seconds(value: Any) -> float | None:

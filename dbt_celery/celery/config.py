@@ -66,6 +66,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
         "dbt_celery_producer_queue": producer_queue,
         "dbt_celery_consumer_queue": environ.get("DBT_CELERY_CONSUMER_QUEUE", CONSUMER_QUEUE),
         "dbt_celery_fallback_queue": environ.get("DBT_CELERY_FALLBACK_QUEUE", FALLBACK_QUEUE),
+        "dbt_celery_store_patience": float(environ.get("DBT_CELERY_STORE_PATIENCE") or 30),
         # A beat entry or send_task() of start_run lands where the producer worker listens.
         "task_routes": {"dbt_celery.start_run": {"queue": producer_queue}},
         **(

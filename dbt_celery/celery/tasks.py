@@ -95,6 +95,7 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             run_spec,
             lambda plan, ids: enqueue(self.app, plan.run_id, plan.nodes, ids),
             on_beat=_every(WATCH_INTERVAL, lambda: tend(self.app, run_id, by_watchdog=False)),
+            keep_workspaces_for=store.kv_expires,
         )
     except DuplicateProducer as exc:
         log.info("%s", exc)

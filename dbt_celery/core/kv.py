@@ -144,11 +144,11 @@ class RedisKV:
                 delay = min(delay * 2, 2.0)
 
     @classmethod
-    def from_url(cls, url: str, expires: float | None = None) -> RedisKV:
+    def from_url(cls, url: str, expires: float | None = None, patience: float = REDIS_PATIENCE) -> RedisKV:
         """Connect to the Redis at ``url``."""
         import redis
 
-        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), expires)
+        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5), expires, patience)
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of ``keys``, in order (one MGET)."""

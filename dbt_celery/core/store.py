@@ -100,8 +100,10 @@ class Poll:
 class StatusStore:
     """Reads and writes a run's records on a key-value store."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, expires: float | None = None) -> None:
         self.kv = kv
+        #: Seconds the store keeps a run's records (None: for good); workspaces are kept as long.
+        self.kv_expires = expires
 
     # -- keys and encoding -----------------------------------------------------------
     @staticmethod

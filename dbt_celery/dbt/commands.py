@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from dbt_celery.core.profiles import PROFILE_NAME, profile_from_dict, write_profiles_dir
@@ -35,6 +36,23 @@ FALLBACK_COMMANDS = {
 _FULL_REFRESH_COMMANDS = {"build", "run", "seed"}
 # Make an empty selection an error instead of a silent success (dbt exits 0 otherwise).
 _EMPTY_SELECTION_IS_ERROR = json.dumps({"error": ["NoNodesForSelectionCriteria"]})
+
+
+def workspaces_root(spec: RunSpec) -> Path:
+    """The folder holding one sub-folder per run (``DBT_CELERY_WORKSPACE_DIR``, else the project's target/)."""
+    return Path(os.environ.get(WORKSPACE_ENV) or os.path.join(spec.project_dir, "target", "dbt_celery"))
+
+
+def prune_workspaces(spec: RunSpec, older_than: float, now: float | None = None) -> list[Path]:
+    """Remove the runs' folders untouched for ``older_than`` seconds (their records have expired)."""
+    now = time.time() if now is None else now
+    removed = []
+    root = workspaces_root(spec)
+    for run_dir in root.iterdir() if root.is_dir() else ():
+        if run_dir.is_dir() and now - run_dir.stat().st_mtime > older_than:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            removed.append(run_dir)
+    return removed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +83,7 @@ class Workspace:
     @classmethod
     def create(cls, spec: RunSpec, run_id: str, label: str) -> Workspace:
         """Make the workspace for one invocation of a run, rendering a built-in profile."""
-        base = os.environ.get(WORKSPACE_ENV) or os.path.join(spec.project_dir, "target", "dbt_celery")
-        root = Path(base) / run_id / label
+        root = workspaces_root(spec) / run_id / label
         workspace = cls(root)
         workspace.target_path.mkdir(parents=True, exist_ok=True)
         workspace.log_path.mkdir(parents=True, exist_ok=True)

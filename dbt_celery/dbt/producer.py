@@ -25,7 +25,7 @@ from dbt_celery.core.policy import MAX_PRODUCER_GENERATIONS
 from dbt_celery.core.records import PASSING_STATES, NodeEvent, ProducerPhase, ProducerState, not_run_event
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import PRODUCER_LEASE, HeldLease, StatusStore
-from dbt_celery.dbt.commands import Workspace, build_command
+from dbt_celery.dbt.commands import Workspace, build_command, prune_workspaces
 from dbt_celery.dbt.invocation import DbtInvocation, events_for_unreported
 from dbt_celery.dbt.project import ProjectGraph, parse_project
 from dbt_celery.errors import ConfigurationError, DbtCeleryError
@@ -54,6 +54,7 @@ def run_producer(
     spec: RunSpec,
     enqueue: Enqueue,
     on_beat: Callable[[], None] = lambda: None,
+    keep_workspaces_for: float | None = None,
 ) -> dict[str, Any]:
     """Take the run's lease, then plan (or resume) and build; return a summary of the build."""
     before = store.liveness(run_id, PRODUCER_LEASE)
@@ -64,7 +65,7 @@ def run_producer(
         raise DuplicateProducer(f"run {run_id} already has a live or finished producer")
     run = store.run(run_id)
     deadline = run.deadline if run is not None else time.time() + spec.timeout
-    return Producer(store, held, spec, enqueue, deadline, on_beat).run()
+    return Producer(store, held, spec, enqueue, deadline, on_beat, keep_workspaces_for).run()
 
 
 class Producer:
@@ -78,9 +79,12 @@ class Producer:
         enqueue: Enqueue,
         deadline: float,
         on_beat: Callable[[], None],
+        keep_workspaces_for: float | None = None,
     ) -> None:
         self.store, self.held, self.spec, self.enqueue, self.deadline = store, held, spec, enqueue, deadline
         self.on_beat = on_beat
+        #: Seconds a run's workspace (its run_results.json and logs) is kept: as long as its records.
+        self.keep_workspaces_for = keep_workspaces_for
         self.run_id = held.run_id
         now = time.time()
         self.state = ProducerState(
@@ -111,6 +115,8 @@ class Producer:
         self._write_state()
         if (reason := self._stop_reason()) is not None:
             return self._end(ProducerPhase.CANCELLED, f"not built: {reason}", error=reason)
+        if self.keep_workspaces_for:
+            prune_workspaces(self.spec, self.keep_workspaces_for)
         workspace = Workspace.create(self.spec, self.run_id, f"producer-{self.held.generation}")
         plan = RunPlan.load(self.store, self.run_id)
         selectors: list[str] | None = None

@@ -93,3 +93,27 @@ def test_no_wait_prints_the_run_id_and_status_follows_it(redis_workers, worker_e
     shown = dbt_celery("status", run_id, env=worker_env)
     assert shown.returncode == 0, shown.stderr
     assert "success" in shown.stdout and "base" in shown.stdout
+
+
+def test_bad_input_found_on_the_worker_gets_one_line_and_exit_2(redis_workers, worker_env, tmp_path):
+    """A selector dbt rejects is only found by the producer, on the worker: same rules as client-side input."""
+    project = copy_project("watcher", tmp_path)
+    profile = json.dumps({"type": "duckdb", "path": str(tmp_path / "w.duckdb")})
+    result = dbt_celery("run", str(project), "--profile-json", profile, "--select", "no_such_model", env=worker_env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "selection" in result.stderr and "no_such_model" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_bad_app_or_an_unreachable_store_is_one_line(tmp_path):
+    bad_app = dbt_celery("status", "some-run", "--app", "no_such_module:app")
+    assert bad_app.returncode == 2 and "cannot load the Celery app" in bad_app.stderr
+    # Nothing listens on port 1: the store call gives up after its patience, with one line.
+    down = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+        "CELERY_CONFIG_MODULE": "dbt_celery.celery.no_config",
+        "DBT_CELERY_STORE_PATIENCE": "2",
+    }
+    gone = dbt_celery("status", "some-run", env=down, timeout=120)
+    assert gone.returncode == 2 and "unreachable" in gone.stderr
+    assert "Traceback" not in bad_app.stderr + gone.stderr
