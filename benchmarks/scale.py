@@ -21,7 +21,7 @@ from celery import Celery
 
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, settings_from_env
-from dbt_celery.celery.tasks import enqueue
+from dbt_celery.celery.messages import enqueue
 from dbt_celery.core.plan import GraphNode, RunPlan
 from dbt_celery.core.records import NodeEvent, NodeState
 from dbt_celery.core.store import PRODUCER_LEASE, StatusStore, encode_payload

@@ -15,7 +15,7 @@ from typing import Callable
 from celery import Celery, current_app
 from celery.result import AsyncResult, GroupResult
 
-from dbt_celery.celery import tasks
+from dbt_celery.celery import messages, tasks, watchdog
 from dbt_celery.celery.backends import store_for
 from dbt_celery.core.plan import plan_summary
 from dbt_celery.core.spec import RunSpec
@@ -80,15 +80,15 @@ class DbtRun:
                 return status
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} still {status.state} after {timeout} s")
-            if time.monotonic() - tended > tasks.WATCH_INTERVAL:
+            if time.monotonic() - tended > messages.WATCH_INTERVAL:
                 # Whoever waits helps the watchdog: re-send lost consumers, resume a dead producer.
                 tended = time.monotonic()
-                tasks.tend(self.app, self.id, by_watchdog=False)
+                watchdog.tend(self.app, self.id, by_watchdog=False)
             time.sleep(interval)
 
 
 def submit(spec: RunSpec, *, app: Celery | None = None) -> DbtRun:
     """Start a run: record it, enqueue its producer, and return its handle at once."""
     app = app or current_app
-    run_id = tasks.send_run(app, spec)
+    run_id = messages.send_run(app, spec)
     return DbtRun(run_id, app)

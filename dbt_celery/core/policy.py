@@ -1,7 +1,7 @@
 """The consumer's lifecycle: what a consumer does next, decided from what it read.
 
 A pure module (no Celery, no dbt, no clock of its own), so every transition is a row
-of a table test. :mod:`dbt_celery.celery.tasks` reads the store, asks :func:`decide`
+of a table test. :mod:`dbt_celery.celery.consumer` reads the store, asks :func:`decide`
 (or :func:`after_build` once it built its node, or :func:`on_crash` when anything
 broke), and carries the :class:`Decision` out; the decision carries the next
 :class:`Attempt`, so the task does no arithmetic of its own.

@@ -7,7 +7,7 @@ import uuid
 
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, settings_from_env
-from dbt_celery.celery.tasks import tend
+from dbt_celery.celery.watchdog import tend
 from dbt_celery.core.plan import GraphNode, RunPlan
 from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState, RunDocument
 from dbt_celery.core.spec import RunSpec

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 import pytest
 
 from dbt_celery.celery.backends import store_for
-from dbt_celery.celery.tasks import TURN_POLL, WATCH_INTERVAL
+from dbt_celery.celery.messages import WATCH_INTERVAL
+from dbt_celery.celery.tasks import TURN_POLL
 from dbt_celery.core.plan import load_nodes, node_entry_name, plan_summary
 from dbt_celery.core.records import NodeState
 from dbt_celery.core.spec import DEFAULT_HEARTBEAT_TIMEOUT, RunSpec

@@ -1,0 +1,188 @@
+"""A consumer's delivery: read the store, ask the policy, carry the decision out.
+
+The ``dbt_celery.consume`` task (:mod:`dbt_celery.celery.tasks`) hands each delivery to
+:class:`Consumer`. It polls by rescheduling itself (RETRY in Flower, never holding a
+worker slot) and carries its :class:`~dbt_celery.core.policy.Attempt` in a message
+header, so polls never spend the retry budget. Decisions come from
+:mod:`dbt_celery.core.policy`; this module only reads, asks and does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Ignore, Retry
+
+from dbt_celery.celery.backends import is_transient, store_for
+from dbt_celery.celery.messages import enqueue, resume_producer, revive_watchdog
+from dbt_celery.celery.queues import Queues
+from dbt_celery.core.plan import (
+    GraphNode,
+    children_of,
+    consumer_task_id,
+    fail_descendants,
+    load_nodes,
+    ready_children,
+)
+from dbt_celery.core.policy import Action, Attempt, Decision, Limits, Observation, after_build, decide, on_crash
+from dbt_celery.core.records import NodeOutcome, NodeState, RunDocument
+from dbt_celery.core.spec import DEFAULT_POLL_MAX, RunSpec
+from dbt_celery.core.store import Poll
+from dbt_celery.errors import (
+    ConfigurationError,
+    NodeError,
+    PayloadError,
+    RunCancelled,
+    UpstreamFailed,
+)
+
+log = logging.getLogger(__name__)
+
+#: The message header a consumer carries its attempt in (never shown in Flower).
+ATTEMPT_HEADER = "dbt_celery_attempt"
+#: Seconds between two "still alive" marks of a polling consumer.
+SEEN_EVERY = 10.0
+
+
+class Consumer:
+    """One delivery of a node's consumer: read, decide, carry out."""
+
+    def __init__(self, task: Task, run_id: str, unique_id: str) -> None:
+        self.task, self.run_id, self.unique_id = task, run_id, unique_id
+        self.app: Celery = task.app
+        self.store = store_for(task.app)
+        self.queues = Queues.of(task.app)
+        headers = dict(task.request.headers or {})
+        self.attempt = Attempt(
+            **{k: v for k, v in (headers.get(ATTEMPT_HEADER) or {}).items() if k in Attempt.__dataclass_fields__}
+        )
+        self.seen_at = float(headers.get("dbt_celery_seen_at") or 0)
+        self.poll: Poll | None = None
+        self.spec: RunSpec | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Carry out one delivery; anything unexpected ends the node as ``error``."""
+        try:
+            return self._decide_and_act()
+        except (Ignore, Retry, NodeError):
+            raise  # how this task reschedules itself, or ends as the policy said
+        except Exception as exc:  # noqa: BLE001 - becomes the node's outcome
+            run = self.poll.run if self.poll is not None else None
+            if is_transient(exc) and (run is None or time.time() < run.deadline):
+                log.warning("run %s node %s: store unavailable (%r); polling again", self.run_id, self.unique_id, exc)
+                raise self._retry(
+                    self.attempt.polled(), min(5.0, DEFAULT_POLL_MAX * (1 + self.attempt.polls))
+                ) from None
+            log.exception("run %s node %s: consumer crashed", self.run_id, self.unique_id)
+            return self._act(on_crash(self.attempt, f"consumer crashed: {type(exc).__name__}: {exc}"))
+
+    def _decide_and_act(self) -> dict[str, Any]:
+        now = time.time()
+        self.poll = poll = self.store.poll(self.run_id, self.unique_id, self.attempt.builds + 1)
+        if poll.run is None:
+            raise ConfigurationError(f"run {self.run_id} is unknown to this store (expired, or another store)")
+        self.spec = spec = RunSpec.from_dict(poll.run.spec)
+        routing_key = (self.task.request.delivery_info or {}).get("routing_key")
+        seen = Observation(
+            now=now,
+            event=poll.event,
+            producer=poll.producer,
+            producer_alive=poll.producer_liveness.alive(now),
+            outcome=poll.outcome,
+            cancelled=poll.cancelled,
+            build_alive=poll.build.alive(now),
+            build_done=bool(poll.build.lease and poll.build.lease.done),
+            on_fallback_queue=bool(self.queues.fallback) and routing_key == self.queues.fallback,
+        )
+        return self._act(decide(seen, self.attempt, self._limits(spec, poll.run)))
+
+    def _limits(self, spec: RunSpec, run: RunDocument) -> Limits:
+        return Limits(spec.retries, spec.retry_delay, spec.poll_max, run.deadline, bool(self.queues.fallback))
+
+    def _act(self, decision: Decision) -> dict[str, Any]:
+        action = decision.action
+        if action is Action.IGNORE:
+            raise Ignore()
+        if action in (Action.WAIT, Action.RESUME):
+            if action is Action.RESUME and self.spec is not None and self.poll is not None:
+                resume_producer(self.app, self.store, self.run_id, self.spec)
+            self._mark_seen(decision.next)
+            if self.spec is not None and self.poll is not None:
+                revive_watchdog(self.app, self.store, self.run_id, self.spec, self.poll.watchdog_seen_at)
+            raise self._retry(decision.next, decision.countdown)
+        if action is Action.RETRY:
+            assert decision.error is not None
+            error = decision.error(f"{self.unique_id}: {decision.reason}")
+            raise self._retry(decision.next, decision.countdown, exc=error, queue=self.queues.consumer)
+        if action is Action.MOVE:
+            raise self._retry(decision.next, 0, queue=self.queues.fallback)
+        if action is Action.BUILD:
+            return self._build()
+        return self._finish(decision)
+
+    def _build(self) -> dict[str, Any]:
+        from dbt_celery.dbt.fallback import build_node
+
+        assert self.spec is not None and self.poll is not None and self.poll.run is not None
+        run, node = self.poll.run, self._node()
+        event = build_node(self.store, self.spec, self.run_id, node, self.attempt.builds + 1, run.deadline)
+        if event is None:  # another delivery holds (or finished) this build: look again
+            raise self._retry(self.attempt.polled(), self.spec.poll_max)
+        self.poll = dataclasses.replace(self.poll, event=event)
+        return self._act(after_build(event, self.attempt, self._limits(self.spec, run)))
+
+    def _finish(self, decision: Decision) -> dict[str, Any]:
+        try:
+            node: GraphNode | None = self._node()
+        except (PayloadError, ConfigurationError) as exc:
+            node = None  # without its plan entry this consumer cannot release its children
+            if decision.state is not NodeState.ERROR:
+                decision = on_crash(self.attempt, f"consumer crashed: {exc}")
+        assert decision.state is not None
+        event = self.poll.event if self.poll is not None else None
+        attempt = decision.next
+        outcome = NodeOutcome.of(
+            decision.state, decision.error.reason if decision.error else decision.state.value, event,
+            polls=attempt.polls, retries=attempt.retries, builds=attempt.builds, recorded_at=time.time(),
+        )  # fmt: skip
+        if decision.error is not None and (
+            event is None or decision.state is not NodeState.FAILED or not event.message
+        ):
+            outcome = outcome.replace(message=decision.reason)
+        first = self.store.put_outcome(self.run_id, self.unique_id, outcome)
+        if not first:
+            raise Ignore()  # another copy of this consumer resolved the node first
+        if decision.action is Action.SUCCEED and node is not None:
+            ready = ready_children(self.store, self.run_id, node)
+            enqueue(self.app, self.run_id, {child.unique_id: child for child in ready})
+            return outcome.to_dict()
+        children = node.children if node is not None else children_of(self.store, self.run_id, self.unique_id)
+        for uid in fail_descendants(self.store, self.run_id, self.unique_id, children, decision.state):
+            message = f"not built: upstream node {self.unique_id} ended {decision.state.value}"
+            error = RunCancelled if decision.state is NodeState.CANCELLED else UpstreamFailed
+            self.app.backend.mark_as_failure(consumer_task_id(self.run_id, uid), error(f"{uid}: {message}"))
+        assert decision.error is not None
+        raise decision.error(f"{self.unique_id}: {outcome.message or decision.reason}")
+
+    def _node(self) -> GraphNode:
+        nodes = load_nodes(self.store, self.run_id, [self.unique_id])
+        if self.unique_id not in nodes:
+            raise ConfigurationError(f"run {self.run_id} has no plan entry for {self.unique_id}")
+        return nodes[self.unique_id]
+
+    def _mark_seen(self, attempt: Attempt) -> None:
+        every = min(SEEN_EVERY, self.spec.rearm_after / 3) if self.spec is not None else SEEN_EVERY
+        if time.time() - self.seen_at >= every:
+            self.seen_at = time.time()
+            self.store.mark_seen(self.run_id, self.unique_id, self._headers(attempt))
+
+    def _headers(self, attempt: Attempt) -> dict[str, Any]:
+        headers = dict(self.task.request.headers or {})
+        return {**headers, ATTEMPT_HEADER: attempt.__dict__, "dbt_celery_seen_at": self.seen_at}
+
+    def _retry(self, attempt: Attempt, countdown: float, **options: Any) -> BaseException:
+        return self.task.retry(countdown=countdown, headers=self._headers(attempt), **options)

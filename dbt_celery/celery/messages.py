@@ -1,0 +1,137 @@
+"""Every message dbt-celery sends: runs, producers, consumers and watchdogs, under deterministic ids.
+
+Sending goes through here so that task names, queues, shadow names (what Flower shows)
+and the claims that make each send happen once live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from dbt_celery.celery.backends import store_for
+from dbt_celery.celery.queues import Queues
+from dbt_celery.core.plan import (
+    GraphNode,
+    consumer_task_id,
+    producer_task_id,
+)
+from dbt_celery.core.records import ProducerPhase, ProducerState, RunDocument
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.core.store import PRODUCER_LEASE, WATCHDOG, StatusStore
+from dbt_celery.errors import (
+    ConfigurationError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two rounds of a run's watchdog.
+WATCH_INTERVAL = 15.0
+#: Seconds without a watchdog round after which a consumer or the producer sends a new watchdog.
+WATCHDOG_SILENCE = 3 * WATCH_INTERVAL
+
+
+def send_run(app: Celery, spec: RunSpec, run_id: str | None = None) -> str:
+    """Record a run, enqueue its producer and its watchdog, and return its id."""
+    if app.conf.task_always_eager:
+        raise ConfigurationError(
+            "dbt-celery cannot run in eager mode (task_always_eager): consumers reschedule themselves; "
+            "run a real worker (the embedded default needs nothing started)"
+        )
+    store = store_for(app)
+    run_id = run_id or str(uuid.uuid4())
+    now = time.time()
+    store.put_run(run_id, RunDocument(spec.to_dict(), now, now + spec.timeout))
+    store.put_producer(run_id, ProducerState(ProducerPhase.QUEUED, now))
+    send_producer(app, run_id, spec, generation=1)
+    store.mark_seen(run_id, WATCHDOG, {})
+    send_watchdog(app, run_id, spec)
+    return run_id
+
+
+def send_producer(app: Celery, run_id: str, spec: RunSpec, generation: int) -> None:
+    """Enqueue a run's producer (a later generation resumes a dead one)."""
+    label = "build" if generation <= 1 else f"build (resumed, generation {generation})"
+    _publish(
+        app,
+        "dbt_celery.produce",
+        kwargs={"run_id": run_id, "spec": spec.to_dict()},
+        task_id=producer_task_id(run_id, generation),
+        queue=Queues.of(app).producer,
+        shadow=f"dbt {label} {Path(spec.project_dir).name}",
+    )
+
+
+def _publish(app: Celery, name: str, **options: Any) -> None:
+    """Send one of dbt-celery's tasks; a broker that cannot be reached is a StoreUnavailable."""
+    try:
+        app.tasks[name].apply_async(**options)
+    except OperationalError as exc:
+        raise StoreUnavailable(f"the broker is unreachable: {exc}") from None
+
+
+def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = None) -> None:
+    """Send the consumer of each node (all of ``nodes``, or those in ``ids``) that nobody sent yet."""
+    store = store_for(app)
+    for uid in ids if ids is not None else list(nodes):
+        node: GraphNode = nodes[uid]
+        if store.claim(run_id, f"enqueue_{uid}"):
+            send_consumer(app, run_id, node)
+
+
+def send_consumer(app: Celery, run_id: str, node: GraphNode, headers: dict[str, Any] | None = None) -> None:
+    """Send (or send again) the consumer of one node, under its deterministic task id."""
+    _publish(
+        app,
+        "dbt_celery.consume",
+        kwargs={"run_id": run_id, "unique_id": node.unique_id},
+        task_id=consumer_task_id(run_id, node.unique_id),
+        queue=Queues.of(app).consumer,
+        shadow=f"dbt {node.resource_type} {node.name}",
+        headers=headers,
+    )
+
+
+def resume_producer(app: Celery, store: StatusStore, run_id: str, spec: RunSpec) -> None:
+    """Send a resumed producer for a dead one (once per lease generation and time window)."""
+    liveness = store.liveness(run_id, PRODUCER_LEASE)
+    generation = liveness.lease.generation if liveness.lease else 0
+    if liveness.alive(time.time()) or (liveness.lease is not None and liveness.lease.done):
+        return
+    window = int(time.time() // max(spec.heartbeat_timeout * 3, 10))
+    if store.claim(run_id, f"resume_{generation}_{window}"):
+        log.warning("run %s: producer generation %d died; sending generation %d", run_id, generation, generation + 1)
+        send_producer(app, run_id, spec, generation + 1)
+
+
+def send_watchdog(app: Celery, run_id: str, spec: RunSpec) -> None:
+    """Enqueue a run's watchdog (one round in ``WATCH_INTERVAL`` seconds).
+
+    It goes to the producer queue, so that a killed consumer worker (which holds the
+    consumers' countdown messages) does not take the watchdog down with them; the
+    consumers in turn send a new watchdog when the producer worker took it down.
+    """
+    _publish(
+        app,
+        "dbt_celery.watch",
+        kwargs={"run_id": run_id}, countdown=WATCH_INTERVAL, queue=Queues.of(app).producer,
+        shadow=f"dbt watch {Path(spec.project_dir).name}",
+    )  # fmt: skip
+
+
+def revive_watchdog(app: Celery, store: StatusStore, run_id: str, spec: RunSpec, seen_at: float | None) -> None:
+    """Send a new watchdog when the run's one fell silent (once per silence, whoever notices)."""
+    now = time.time()
+    if seen_at is None or now - seen_at <= WATCHDOG_SILENCE:
+        return
+    if store.claim(run_id, f"watchdog_after_{int(seen_at)}"):
+        log.warning("run %s: its watchdog went silent %.0f s ago; sending a new one", run_id, now - seen_at)
+        store.mark_seen(run_id, WATCHDOG, {})
+        send_watchdog(app, run_id, spec)
