@@ -192,9 +192,8 @@ class SQLiteKV:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(_SCHEMA)
+            for statement in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", _SCHEMA):
+                _setup(connection, statement)
             self._local.connection = connection
         return connection
 
@@ -277,6 +276,22 @@ class _Transaction:
             if _is_permanent(exc):
                 raise UnsupportedBackend(f"the status store cannot be written: {exc}") from exc
             raise
+
+
+def _setup(connection: sqlite3.Connection, statement: str, attempts: int = 100) -> None:
+    """Run a set-up statement, waiting out other connections doing the same on a new file.
+
+    Switching a new file to WAL takes a lock SQLite does not wait for (no busy handler),
+    so connections opened at the same moment can meet "database is locked" there.
+    """
+    for attempt in range(attempts):
+        try:
+            connection.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _is_permanent(exc: sqlite3.Error) -> bool:
