@@ -62,7 +62,7 @@ class LeaseKeeper:
         self._thread.join(self.interval + 5)
 
     def _run(self) -> None:
-        while not self._done.wait(self.interval):
+        while not self.lost and not self._done.wait(self.interval):
             try:
                 self._beat()
             except Exception:  # noqa: BLE001 - an unreachable store: the next beat tries again
@@ -78,8 +78,9 @@ class LeaseKeeper:
         self.on_beat()
 
     def stop(self, reason: str) -> None:
-        """Stop the holder's work for ``reason`` (a lost lease always wins)."""
-        if self.stop_reason is None or reason == LOST:
-            self.stop_reason = reason
+        """Stop the holder's work for ``reason``, once (a lost lease always wins; the keeper then ends)."""
+        if self.stop_reason is not None and (self.stop_reason == LOST or reason != LOST):
+            return
+        self.stop_reason = reason
         log.warning("run %s: stopping %s (%s)", self.held.run_id, self.held.name, reason)
         self.on_stop(reason)

@@ -71,7 +71,7 @@ class DbtInvocation:
         self.result: Any = None
         self._process: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
-        self._stops = 0
+        self._stop_requested = False
 
     def __iter__(self) -> Iterator[NodeEvent]:
         if self.mode == "subprocess":
@@ -110,6 +110,8 @@ class DbtInvocation:
         with _IN_PROCESS_LOCK, _working_directory(self.cwd), _environment(self.env):
             self._thread = thread = threading.Thread(target=invoke, name="dbt-invocation", daemon=True)
             thread.start()
+            if self._stop_requested:
+                self._interrupt()
             try:
                 while (item := events.get()) is not _DONE:
                     event = self.parser.feed(*item)
@@ -140,6 +142,8 @@ class DbtInvocation:
         self._process = process = subprocess.Popen(
             command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
+        if self._stop_requested:
+            self._interrupt()
         try:
             assert process.stdout is not None
             for line in process.stdout:
@@ -166,23 +170,31 @@ class DbtInvocation:
     def stop(self) -> None:
         """Ask dbt to stop as Ctrl-C would: it finishes the nodes in flight and starts no other.
 
-        In-process, a KeyboardInterrupt is raised in dbt's invocation thread (dbt then
-        cancels its open connections); a subprocess gets SIGINT, and SIGTERM on a second call.
+        In-process, a KeyboardInterrupt is raised once in dbt's invocation thread (dbt then
+        cancels its open connections); a subprocess gets SIGINT, and SIGTERM if it still
+        runs ``STOP_GRACE`` seconds later. Asking again changes nothing; asking before dbt
+        started stops it as soon as it starts.
         """
-        self._stops += 1
-        thread = self._thread
+        if not self._stop_requested:
+            self._stop_requested = True
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        thread, process = self._thread, self._process
         if thread is not None and thread.is_alive() and thread.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
             )
-        process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT if self._stops == 1 else signal.SIGTERM)
+            process.send_signal(signal.SIGINT)
+            escalate = threading.Timer(STOP_GRACE, _terminate_if_running, (process,))
+            escalate.daemon = True
+            escalate.start()
 
-    @property
-    def stopped(self) -> bool:
-        """Whether :meth:`stop` was called."""
-        return self._stops > 0
+
+def _terminate_if_running(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
 
 
 def _wait_or_kill(process: subprocess.Popen[str], grace: float) -> None:
