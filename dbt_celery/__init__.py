@@ -17,6 +17,7 @@ from dbt_celery.core.profiles import DuckDBProfile, PostgresProfile, RedshiftPro
 from dbt_celery.core.records import NodeEvent, NodeOutcome, NodeState
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.errors import (
+    BuildFailed,
     ConfigurationError,
     ConsumerCrashed,
     DbtCeleryError,
@@ -43,6 +44,9 @@ __all__ = [
     "RunStatus",
     "NodeStatus",
     "create_app",
+    # run-level signals
+    "run_started",
+    "run_finished",
     # profiles
     "DuckDBProfile",
     "PostgresProfile",
@@ -60,6 +64,7 @@ __all__ = [
     "UnsupportedBackend",
     "DbtInvocationError",
     "PayloadError",
+    "BuildFailed",
     "NodeError",
     "NodeFailed",
     "UpstreamFailed",
@@ -76,6 +81,8 @@ _LAZY = {
     "RunStatus": "dbt_celery.core.summary",
     "NodeStatus": "dbt_celery.core.summary",
     "create_app": "dbt_celery.celery.config",
+    "run_started": "dbt_celery.celery.signals",
+    "run_finished": "dbt_celery.celery.signals",
 }
 _standalone_app = None
 

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     _add_common(cancel)
     cancel.set_defaults(handler=_cancel)
+
+    report = commands.add_parser("report", help="draw a run's timeline as one self-contained HTML file (and a PNG)")
+    report.add_argument("run_id")
+    report.add_argument("--out", "-o", help="the HTML file to write (default: dbt-celery-report-RUN_ID.html)")
+    report.add_argument("--png", help="also draw the timeline into this PNG file (needs matplotlib)")
+    report.add_argument("--app", "-A", help="your Celery app, module:attribute (default: dbt-celery's own)")
+    report.set_defaults(handler=_render_report)
     return parser
 
 
@@ -123,7 +130,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 def _submit_and_follow(
     app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console, workers: EmbeddedWorkers | None
 ) -> int:
-    from dbt_celery.celery.queues import Queues
     from dbt_celery.progress import LiveProgress
     from dbt_celery.run import submit
 
@@ -144,10 +150,7 @@ def _submit_and_follow(
             display.update(status)
         if status.state == "queued" and not hinted and time.monotonic() - submitted_at > QUEUED_HINT_AFTER:
             hinted = True
-            queue = Queues.of(app).producer or app.conf.task_default_queue
-            console.print(
-                f"[yellow]still queued after {QUEUED_HINT_AFTER:.0f} s: is a worker consuming queue {queue}?[/]"
-            )
+            _hint_workers(console, app, args.app or "dbt_celery", workers.log_dir if workers is not None else None)
 
     display = None if args.json or not console.is_terminal else LiveProgress(console)
     try:
@@ -159,6 +162,25 @@ def _submit_and_follow(
     except KeyboardInterrupt:
         return _cancel_and_report(run, args, console)
     return _report(status, args, console)
+
+
+def _hint_workers(console: Console, app: Celery, app_name: str, local_logs: Path | None) -> None:
+    """Say that no worker took the run's producer, and name the command that starts one."""
+    from dbt_celery.celery.queues import Queues, worker_commands
+
+    queue = Queues.of(app).producer or app.conf.task_default_queue
+    waited = f"still queued after {QUEUED_HINT_AFTER:.0f} s: no worker has taken it from queue {queue}"
+    console.print(f"[yellow]{waited}[/]", soft_wrap=True)
+    if local_logs is not None:
+        console.print(f"the local workers' logs are in {local_logs}", soft_wrap=True)
+        return
+    plain, *split = worker_commands(app, app_name)
+    console.print("Start a worker for every queue, in this environment:", soft_wrap=True)
+    console.print(f"    {plain}", markup=False, highlight=False, soft_wrap=True)
+    if split:
+        console.print("or split, as in production (dbt builds, then light tasks):", soft_wrap=True)
+        for command in split:
+            console.print(f"    {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _cancel_and_report(run: DbtRun, args: argparse.Namespace, console: Console) -> int:
@@ -208,6 +230,25 @@ def _cancel(args: argparse.Namespace, console: Console) -> int:
     run = DbtRun.restore(args.run_id, app=_app(args))
     first = run.cancel("cancelled from the command line")
     console.print(f"run {run.id}: {'cancel requested' if first else 'already cancelled'}")
+    return EXIT_OK
+
+
+def _render_report(args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.report import read_timeline, require_matplotlib, write_html, write_png
+    from dbt_celery.run import DbtRun
+
+    if args.png:
+        require_matplotlib()  # before reading anything: a missing extra is one line, not a half-done report
+    run = DbtRun.restore(args.run_id, app=_app(args))
+    status = run.status()
+    timeline = read_timeline(run.store, run.id, status)
+    written = [write_html(timeline, args.out or f"dbt-celery-report-{run.id}.html")]
+    if args.png:
+        written.append(write_png(timeline, args.png))
+    if not status.done:
+        console.print(f"[yellow]run {run.id} is still {status.state}: the report shows it as it is now[/]")
+    for path in written:
+        console.print(f"wrote {path}")
     return EXIT_OK
 
 

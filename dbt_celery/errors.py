@@ -23,6 +23,8 @@ constructors take a single message string.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DbtCeleryError(Exception):
     """Base class of every error raised by dbt-celery."""
@@ -58,6 +60,17 @@ class PayloadError(DbtCeleryError):
 
 class StoreUnavailable(DbtCeleryError):
     """The status store (the result backend, or dbt-celery's own store) cannot be reached or written."""
+
+
+class BuildFailed(DbtCeleryError):
+    """The producer's dbt build did not succeed; ``summary`` is what the producer returns otherwise."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message, summary or {})
+        self.summary = summary or {}
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class NodeError(DbtCeleryError):

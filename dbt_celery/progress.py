@@ -70,8 +70,10 @@ class LiveProgress:
 def result_table(status: RunStatus) -> Table:
     """The final per-node table of a run."""
     table = Table(title=f"dbt-celery run {status.run_id}: {status.state}", title_style="bold")
+    # Every column folds rather than cuts: a long test name wraps onto more lines, never ends in "…".
     for column in ("node", "type", "status", "dbt status", "by", "rows", "seconds"):
-        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left", overflow="fold")
+        right = column in ("rows", "seconds")
+        table.add_column(column, justify="right" if right else "left", overflow="fold", no_wrap=False)
     for node in sorted(status.nodes.values(), key=_order):
         seconds = f"{node.execution_time:.2f}" if node.execution_time is not None else ""
         table.add_row(
@@ -80,7 +82,7 @@ def result_table(status: RunStatus) -> Table:
             Text(node.status.value, style=STATUS_STYLES.get(node.status, "")),
             node.dbt_status or "",
             node.resolved_by or "",
-            str(node.rows_affected) if node.rows_affected is not None else "",
+            f"{node.rows_affected:,}" if node.rows_affected is not None else "",
             seconds,
         )
     return table

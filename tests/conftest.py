@@ -7,6 +7,7 @@ layer alone):
 * ``tests/dbt``    real dbt on DuckDB and PostgreSQL, no Celery;
 * ``tests/e2e``    real Redis, real worker processes, real dbt;
 * ``tests/faults`` the same under faults: killed and stalled workers, a private Redis.
+* ``tests/integrations`` real beat, Django and Flask apps with their own workers.
 
 Workers start once per session (a dbt process costs seconds here) and are shared.
 The suite takes a Redis database nobody else uses (see :func:`free_redis_db`) and
@@ -26,7 +27,7 @@ from celery import Celery
 from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.workers import LocalWorkers
 
-LAYERS = ("unit", "dbt", "e2e", "faults")
+LAYERS = ("unit", "dbt", "e2e", "faults", "integrations")
 REDIS_SERVER = os.environ.get("DBT_CELERY_TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
 #: The key a suite leaves in the database it took, so other suites pass it by.
 CLAIM_KEY = "dbt-celery-test-suite"
@@ -74,6 +75,8 @@ def worker_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
         "CELERY_RESULT_BACKEND": redis_url,
         "CELERY_CONFIG_MODULE": "dbt_celery.celery.no_config",
         "DBT_CELERY_WORKSPACE_DIR": str(tmp_path_factory.mktemp("workspaces")),
+        # A warehouse password only the workers know (tests/e2e/test_redshift_e2e.py's proxy checks it).
+        "DBT_CELERY_TEST_WAREHOUSE_PASSWORD": "warehouse-pw-93b1e7",
     }
 
 
@@ -87,6 +90,12 @@ def redis_app(worker_env: dict[str, str]) -> Celery:
 def redis_workers(
     redis_app: Celery, worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalWorkers]:
-    """A producer worker and a consumer worker (real processes) on the test Redis."""
-    with LocalWorkers(worker_env, tmp_path_factory.mktemp("worker-logs")) as workers:
+    """A producer worker and a consumer worker (real processes) on the test Redis.
+
+    They load :mod:`tests.signal_recorder`, which writes the signals they send to ``signals.jsonl``.
+    """
+    logs = tmp_path_factory.mktemp("worker-logs")
+    workers = LocalWorkers({**worker_env, "DBT_CELERY_TEST_SIGNALS": str(logs / "signals.jsonl")}, logs)
+    workers.extra_args += ["-I", "tests.signal_recorder"]
+    with workers:
         yield workers

@@ -17,3 +17,34 @@ def copy_project(name: str | Path, destination: Path) -> Path:
     ignored = shutil.ignore_patterns("target", "logs", "*.duckdb*", ".user.yml", "control")
     shutil.copytree(source, target, ignore=ignored)
     return target
+
+
+class CeleryEvents:
+    """Every Celery event the workers send while the block runs, as a list of dicts (a real event receiver)."""
+
+    def __init__(self, app):
+        import threading
+
+        self.app, self.events = app, []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(10), "the event receiver did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self._receiver.should_stop = True
+        self._thread.join(10)
+
+    def _receive(self):
+        with self.app.connection() as connection:
+            self._receiver = receiver = self.app.events.Receiver(connection, handlers={"*": self.events.append})
+            receiver.on_consume_ready = lambda *args, **kwargs: self._ready.set()
+            for _ in receiver.consume(limit=None, timeout=None, wakeup=False, safety_interval=0.2):
+                pass
+
+    def of(self, task_id: str, kind: str | None = None) -> list[dict]:
+        """The events of one task (of one kind, e.g. ``task-started``)."""
+        return [e for e in self.events if e.get("uuid") == task_id and (kind is None or e["type"] == kind)]

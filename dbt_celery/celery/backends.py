@@ -2,8 +2,9 @@
 
 By default the records live in the app's own result backend when it can serve (Redis,
 or the embedded SQLite file). An app whose result backend cannot (django-celery-results'
-``django-db``, ``db+``, ``rpc://``, or ``task_ignore_result=True`` setups) names a separate
-store with the setting ``dbt_celery_store_url`` (``redis://...``), and keeps its backend.
+``django-db``, ``db+``, ``rpc://``) names a separate store with the setting
+``dbt_celery_store_url`` (``redis://...``; Django's ``CELERY_DBT_CELERY_STORE_URL``), and keeps
+its backend. ``task_ignore_result=True`` needs nothing: dbt-celery's tasks store their results anyway.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def kv_for(app: Celery) -> KeyValue:
             return RedisKV.from_url(url, expires, _patience(app))
         if url.startswith("sqlite:///"):
             return SQLiteKV(url[len("sqlite:///") :], expires)
-        raise UnsupportedBackend(f"dbt_celery_store_url must be a redis:// or sqlite:/// URL, not {url!r}")
+        setting = _setting(app, "dbt_celery_store_url")
+        raise UnsupportedBackend(f"{setting} must be a redis:// or sqlite:/// URL, not {url!r}")
     try:
         backend = app.backend
     except Exception as exc:  # noqa: BLE001 - e.g. db+ without SQLAlchemy installed
@@ -51,10 +53,18 @@ def kv_for(app: Celery) -> KeyValue:
         return backend.kv
     if isinstance(backend, RedisBackend):
         return RedisKV(backend.client, backend.expires, _patience(app))
-    raise UnsupportedBackend(_refusal(backend))
+    raise UnsupportedBackend(_refusal(backend, _setting(app, "dbt_celery_store_url")))
 
 
-def _refusal(backend: Any) -> str:
+def _setting(app: Celery, name: str) -> str:
+    """A setting's name as the app's configuration spells it (Django's ``namespace="CELERY"``: CELERY_...)."""
+    if not app.namespace:
+        return name
+    prefix = app.namespace.rstrip("_") + "_"
+    return (prefix + name).upper() if prefix.isupper() else (prefix + name).lower()
+
+
+def _refusal(backend: Any, setting: str) -> str:
     name = type(backend).__name__
     why = {
         "RPCBackend": "rpc:// results are visible only to the process that sent the task",
@@ -62,7 +72,7 @@ def _refusal(backend: Any) -> str:
     }.get(name, "it offers no atomic set-if-absent, which dbt-celery's claims and leases need")
     return (
         f"dbt-celery cannot keep its records in the {name} result backend ({why}). "
-        "Use Redis as the result backend, or keep yours and set dbt_celery_store_url = 'redis://...'"
+        f"Use Redis as the result backend, or keep yours and set {setting} = 'redis://...'"
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from celery import Celery
 
-from dbt_celery.celery.queues import CONSUMER_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
+from dbt_celery.celery.queues import CONSUMER_QUEUE, CONTROL_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE, declared
 from dbt_celery.errors import ConfigurationError
 
 #: Seconds a Redis broker waits for an unacknowledged message before giving it to another
@@ -27,6 +27,13 @@ from dbt_celery.errors import ConfigurationError
 #: 15 s), so nothing is delivered twice in normal work; a message held by a killed worker
 #: comes back after it, and the watchdog re-sends a lost consumer sooner (``rearm_after``).
 REDIS_VISIBILITY_TIMEOUT = 900
+#: dbt-celery's queues by kind, and their names unless ``DBT_CELERY_<KIND>_QUEUE`` says otherwise.
+_QUEUES = {
+    "producer": PRODUCER_QUEUE,
+    "consumer": CONSUMER_QUEUE,
+    "fallback": FALLBACK_QUEUE,
+    "control": CONTROL_QUEUE,
+}
 #: The embedded default's broker: kombu's filesystem transport with atomic writes.
 FILE_TRANSPORT = "dbt_celery.celery.file_broker:Transport"
 
@@ -58,17 +65,18 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
     """Celery settings from ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND`` and queue variables."""
     broker = environ.get("CELERY_BROKER_URL") or None
     backend = environ.get("CELERY_RESULT_BACKEND") or (broker if broker and broker.startswith("redis") else None)
-    producer_queue = environ.get("DBT_CELERY_PRODUCER_QUEUE", PRODUCER_QUEUE)
+    queues = {kind: environ.get(f"DBT_CELERY_{kind.upper()}_QUEUE", default) for kind, default in _QUEUES.items()}
     return {
         **_DEFAULTS,
         "broker_url": broker,
         "result_backend": backend,
-        "dbt_celery_producer_queue": producer_queue,
-        "dbt_celery_consumer_queue": environ.get("DBT_CELERY_CONSUMER_QUEUE", CONSUMER_QUEUE),
-        "dbt_celery_fallback_queue": environ.get("DBT_CELERY_FALLBACK_QUEUE", FALLBACK_QUEUE),
+        **{f"dbt_celery_{kind}_queue": name for kind, name in queues.items()},
+        # A plain `celery -A dbt_celery worker` (no -Q) consumes every one of them.
+        "task_queues": declared(list(queues.values())),
         "dbt_celery_store_patience": float(environ.get("DBT_CELERY_STORE_PATIENCE") or 30),
-        # A beat entry or send_task() of start_run lands where the producer worker listens.
-        "task_routes": {"dbt_celery.start_run": {"queue": producer_queue}},
+        # A beat entry or send_task() of start_run is recorded at once, even while a build
+        # keeps the producer worker busy: the light control queue is the consumer worker's.
+        "task_routes": {"dbt_celery.start_run": {"queue": queues["control"]}},
         **(
             {"broker_transport_options": {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}}
             if broker and broker.startswith("redis")

@@ -1,9 +1,10 @@
 """A consumer's delivery: read the store, ask the policy, carry the decision out.
 
 The ``dbt_celery.consume`` task (:mod:`dbt_celery.celery.tasks`) hands each delivery to
-:class:`Consumer`. It polls by rescheduling itself (RETRY in Flower, never holding a
-worker slot) and carries its :class:`~dbt_celery.core.policy.Attempt` in a message
-header, so polls never spend the retry budget. Decisions come from
+:class:`Consumer`. It polls by sending itself again with a countdown (never holding a
+worker slot, never shown as a retry) and carries its :class:`~dbt_celery.core.policy.Attempt`
+in a message header, so polls never spend the retry budget. Every node that does not
+pass ends its task in FAILURE, its descendants' tasks included (each reports itself). Decisions come from
 :mod:`dbt_celery.core.policy`; this module only reads, asks and does.
 """
 
@@ -18,26 +19,23 @@ from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
 
 from dbt_celery.celery.backends import is_transient, store_for
-from dbt_celery.celery.messages import enqueue, resume_producer, revive_watchdog
+from dbt_celery.celery.messages import enqueue, resume_producer, revive_watchdog, send_consumer
 from dbt_celery.celery.queues import Queues
 from dbt_celery.core.plan import (
     GraphNode,
     children_of,
-    consumer_task_id,
     fail_descendants,
     load_nodes,
     ready_children,
 )
 from dbt_celery.core.policy import Action, Attempt, Decision, Limits, Observation, after_build, decide, on_crash
 from dbt_celery.core.records import NodeOutcome, NodeState, RunDocument
-from dbt_celery.core.spec import DEFAULT_POLL_MAX, RunSpec
+from dbt_celery.core.spec import DEFAULT_IDLE_WAIT, DEFAULT_POLL_MAX, RunSpec
 from dbt_celery.core.store import Poll
 from dbt_celery.errors import (
     ConfigurationError,
     NodeError,
     PayloadError,
-    RunCancelled,
-    UpstreamFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +72,7 @@ class Consumer:
             run = self.poll.run if self.poll is not None else None
             if is_transient(exc) and (run is None or time.time() < run.deadline):
                 log.warning("run %s node %s: store unavailable (%r); polling again", self.run_id, self.unique_id, exc)
-                raise self._retry(
+                raise self._reschedule(
                     self.attempt.polled(), min(5.0, DEFAULT_POLL_MAX * (1 + self.attempt.polls))
                 ) from None
             log.exception("run %s node %s: consumer crashed", self.run_id, self.unique_id)
@@ -93,6 +91,7 @@ class Consumer:
             producer=poll.producer,
             producer_alive=poll.producer_liveness.alive(now),
             outcome=poll.outcome,
+            reported=poll.reported,
             cancelled=poll.cancelled,
             build_alive=poll.build.alive(now),
             build_done=bool(poll.build.lease and poll.build.lease.done),
@@ -101,7 +100,9 @@ class Consumer:
         return self._act(decide(seen, self.attempt, self._limits(spec, poll.run)))
 
     def _limits(self, spec: RunSpec, run: RunDocument) -> Limits:
-        return Limits(spec.retries, spec.retry_delay, spec.poll_max, run.deadline, bool(self.queues.fallback))
+        return Limits(
+            spec.retries, spec.retry_delay, spec.poll_max, run.deadline, bool(self.queues.fallback), spec.idle_countdown
+        )
 
     def _act(self, decision: Decision) -> dict[str, Any]:
         action = decision.action
@@ -113,13 +114,15 @@ class Consumer:
             self._mark_seen(decision.next)
             if self.spec is not None and self.poll is not None:
                 revive_watchdog(self.app, self.store, self.run_id, self.spec, self.poll.watchdog_seen_at)
-            raise self._retry(decision.next, decision.countdown)
+            raise self._reschedule(decision.next, decision.countdown)
+        if action is Action.REPORT:
+            return self._report(decision)
         if action is Action.RETRY:
             assert decision.error is not None
             error = decision.error(f"{self.unique_id}: {decision.reason}")
             raise self._retry(decision.next, decision.countdown, exc=error, queue=self.queues.consumer)
         if action is Action.MOVE:
-            raise self._retry(decision.next, 0, queue=self.queues.fallback)
+            raise self._reschedule(decision.next, 0, queue=self.queues.fallback)
         if action is Action.BUILD:
             return self._build()
         return self._finish(decision)
@@ -131,7 +134,7 @@ class Consumer:
         run, node = self.poll.run, self._node()
         event = build_node(self.store, self.spec, self.run_id, node, self.attempt.builds + 1, run.deadline)
         if event is None:  # another delivery holds (or finished) this build: look again
-            raise self._retry(self.attempt.polled(), self.spec.poll_max)
+            raise self._reschedule(self.attempt.polled(), self.spec.poll_max)
         self.poll = dataclasses.replace(self.poll, event=event)
         return self._act(after_build(event, self.attempt, self._limits(self.spec, run)))
 
@@ -154,17 +157,16 @@ class Consumer:
         ):
             outcome = outcome.replace(message=decision.reason)
         first = self.store.put_outcome(self.run_id, self.unique_id, outcome)
-        if not first:
+        if not first or not self.store.claim_report(self.run_id, self.unique_id):
             raise Ignore()  # another copy of this consumer resolved the node first
         if decision.action is Action.SUCCEED and node is not None:
             ready = ready_children(self.store, self.run_id, node)
-            enqueue(self.app, self.run_id, {child.unique_id: child for child in ready})
+            idle = self.spec.idle_countdown if self.spec is not None else DEFAULT_IDLE_WAIT
+            enqueue(self.app, self.run_id, {child.unique_id: child for child in ready}, idle_wait=idle)
             return outcome.to_dict()
         children = node.children if node is not None else children_of(self.store, self.run_id, self.unique_id)
-        for uid in fail_descendants(self.store, self.run_id, self.unique_id, children, decision.state):
-            message = f"not built: upstream node {self.unique_id} ended {decision.state.value}"
-            error = RunCancelled if decision.state is NodeState.CANCELLED else UpstreamFailed
-            self.app.backend.mark_as_failure(consumer_task_id(self.run_id, uid), error(f"{uid}: {message}"))
+        for descendant in fail_descendants(self.store, self.run_id, self.unique_id, children, decision.state):
+            send_consumer(self.app, self.run_id, descendant)  # it ends its own task: FAILURE, signals, events
         assert decision.error is not None
         raise decision.error(f"{self.unique_id}: {outcome.message or decision.reason}")
 
@@ -184,5 +186,28 @@ class Consumer:
         headers = dict(self.task.request.headers or {})
         return {**headers, ATTEMPT_HEADER: attempt.__dict__, "dbt_celery_seen_at": self.seen_at}
 
+    def _report(self, decision: Decision) -> dict[str, Any]:
+        """End this task as the outcome recorded for the node says (once per node)."""
+        if not self.store.claim_report(self.run_id, self.unique_id):
+            raise Ignore()
+        assert decision.error is not None
+        raise decision.error(f"{self.unique_id}: {decision.reason}")
+
     def _retry(self, attempt: Attempt, countdown: float, **options: Any) -> BaseException:
+        """A genuine retry after a failure: RETRY in Flower, with the failure as its reason."""
         return self.task.retry(countdown=countdown, headers=self._headers(attempt), **options)
+
+    def _reschedule(self, attempt: Attempt, countdown: float, queue: str | None = None) -> BaseException:
+        """A poll: send this consumer again with a countdown and end this delivery without a state.
+
+        Not ``self.retry``: a poll is no failure, so the task shows no RETRY, no exception and
+        no retry count for it in Flower; the next copy runs under the same task id.
+        """
+        request = self.task.request
+        current = (request.delivery_info or {}).get("routing_key")
+        node = GraphNode.placeholder(self.unique_id)
+        send_consumer(
+            self.app, self.run_id, node, self._headers(attempt),
+            countdown=countdown, queue=queue or current, shadow=request.shadow,
+        )  # fmt: skip
+        return Ignore()

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -77,25 +77,56 @@ def _publish(app: Celery, name: str, **options: Any) -> None:
         raise StoreUnavailable(f"the broker is unreachable: {exc}") from None
 
 
-def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = None) -> None:
-    """Send the consumer of each node (all of ``nodes``, or those in ``ids``) that nobody sent yet."""
+def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = None, *, idle_wait: float) -> None:
+    """Send the consumer of each node (all of ``nodes``, or those in ``ids``) that nobody sent yet.
+
+    A node dbt has already reported is looked at at once; the others are looked at after
+    ``idle_wait`` seconds, unless the producer wakes them sooner (:func:`wake_consumers`).
+    The claim is taken before the record is read, and the producer writes the record
+    before it reads the claims, so one of the two always sees the other.
+    """
     store = store_for(app)
-    for uid in ids if ids is not None else list(nodes):
-        node: GraphNode = nodes[uid]
-        if store.claim(run_id, f"enqueue_{uid}"):
-            send_consumer(app, run_id, node)
+    claimed = [uid for uid in (ids if ids is not None else list(nodes)) if store.claim(run_id, f"enqueue_{uid}")]
+    reported = store.node_events(run_id, claimed) if claimed else {}
+    for uid in claimed:
+        send_consumer(app, run_id, nodes[uid], countdown=0.0 if uid in reported else idle_wait)
 
 
-def send_consumer(app: Celery, run_id: str, node: GraphNode, headers: dict[str, Any] | None = None) -> None:
+def wake_consumers(app: Celery, run_id: str, nodes: Mapping[str, GraphNode]) -> int:
+    """Look at once at the nodes just recorded whose consumers were sent (they may be waiting); return how many.
+
+    A woken consumer carries the attempt its waiting copy last noted; the waiting copy,
+    arriving later, finds the outcome recorded and is dropped without touching its task.
+    """
+    store = store_for(app)
+    sent = store.claims(run_id, [f"enqueue_{uid}" for uid in nodes])
+    woken = [uid for uid in nodes if f"enqueue_{uid}" in sent]
+    seen = store.seen(run_id, woken) if woken else {}
+    for uid in woken:
+        send_consumer(app, run_id, nodes[uid], seen.get(uid, {}).get("headers") or None)
+    return len(woken)
+
+
+def send_consumer(
+    app: Celery,
+    run_id: str,
+    node: GraphNode,
+    headers: dict[str, Any] | None = None,
+    *,
+    countdown: float = 0.0,
+    queue: str | None = None,
+    shadow: str | None = None,
+) -> None:
     """Send (or send again) the consumer of one node, under its deterministic task id."""
     _publish(
         app,
         "dbt_celery.consume",
         kwargs={"run_id": run_id, "unique_id": node.unique_id},
         task_id=consumer_task_id(run_id, node.unique_id),
-        queue=Queues.of(app).consumer,
-        shadow=f"dbt {node.resource_type} {node.name}",
+        queue=queue or Queues.of(app).consumer,
+        shadow=shadow or f"dbt {node.resource_type} {node.name}",
         headers=headers,
+        countdown=countdown or None,
     )
 
 

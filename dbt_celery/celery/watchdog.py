@@ -57,10 +57,10 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
     if now > run.deadline and not store.liveness(run_id, PRODUCER_LEASE).alive(now):
         _expire(app, store, run_id, list(planned))
     else:
-        _rearm(app, store, run_id, list(planned), spec.rearm_after, now)
+        _rearm(app, store, run_id, list(planned), spec, now)
 
 
-def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], after: float, now: float) -> None:
+def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], spec: RunSpec, now: float) -> None:
     """Send again every consumer that went silent, and send those nobody sent though they may go.
 
     A consumer is silent when it was sent, has no outcome, and showed no sign of life for
@@ -68,6 +68,7 @@ def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], after:
     stranded when its parents all passed but its consumer was never sent (a parent's
     consumer broke between recording its outcome and releasing its children).
     """
+    after = spec.rearm_after
     claims = store.claims(run_id, [f"enqueue_{uid}" for uid in uids])
     outcomes = store.outcomes(run_id, uids)
     sent = [uid for uid in uids if f"enqueue_{uid}" in claims and uid not in outcomes]
@@ -87,7 +88,7 @@ def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], after:
     }
     if stranded:
         log.warning("run %s: sending %d consumer(s) whose parents all passed", run_id, len(stranded))
-        enqueue(app, run_id, stranded)
+        enqueue(app, run_id, stranded, idle_wait=spec.idle_countdown)
 
 
 def _expire(app: Celery, store: StatusStore, run_id: str, uids: list[str]) -> None:
@@ -95,6 +96,7 @@ def _expire(app: Celery, store: StatusStore, run_id: str, uids: list[str]) -> No
     from dbt_celery.errors import WaitTimedOut
 
     outcomes = store.outcomes(run_id, uids)
+    ended = []
     for uid in uids:
         if uid in outcomes:
             continue
@@ -102,4 +104,9 @@ def _expire(app: Celery, store: StatusStore, run_id: str, uids: list[str]) -> No
             NodeState.FAILED, WaitTimedOut.reason, message="the run's timeout passed", recorded_at=time.time()
         )
         if store.put_outcome(run_id, uid, outcome):
+            # Its consumer may be gone with its worker: record the failure, then let a live one report it.
             app.backend.mark_as_failure(consumer_task_id(run_id, uid), WaitTimedOut(f"{uid}: the run's timeout passed"))
+            ended.append(uid)
+    nodes, _ = read_nodes(store, run_id, ended)
+    for uid in ended:
+        send_consumer(app, run_id, nodes.get(uid) or GraphNode.placeholder(uid))

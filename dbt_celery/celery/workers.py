@@ -2,7 +2,7 @@
 
 Used by the embedded default (and by tests and benchmarks against Redis): a solo worker
 for the producer and fallback queues (one dbt invocation at a time, dbt imported at
-start-up) and a threads worker for the consumer queue (light tasks, no dbt).
+start-up) and a threads worker for the consumer and control queues (light tasks, no dbt).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from dbt_celery.celery.queues import CONSUMER_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
+from dbt_celery.celery.queues import CONSUMER_QUEUE, CONTROL_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
 from dbt_celery.errors import DbtCeleryError
 
 #: Seconds a worker gets to finish its shutdown before it is killed.
@@ -27,7 +27,7 @@ CONSUMER_THREADS = 4
 ROLES: dict[str, tuple[list[str], list[str], bool]] = {
     # role: (queues, pool options, import dbt at start-up)
     "producer": ([PRODUCER_QUEUE, FALLBACK_QUEUE], ["-P", "solo"], True),
-    "consumer": ([CONSUMER_QUEUE], ["-P", "threads", "-c", str(CONSUMER_THREADS)], False),
+    "consumer": ([CONSUMER_QUEUE, CONTROL_QUEUE], ["-P", "threads", "-c", str(CONSUMER_THREADS)], False),
 }
 
 

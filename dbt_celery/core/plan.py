@@ -8,6 +8,7 @@ process. Task ids derive from the run id, so every process computes the same one
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from typing import Any, Iterable, Mapping
 
@@ -163,12 +164,12 @@ def children_of(store: StatusStore, run_id: str, unique_id: str) -> tuple[str, .
 
 def fail_descendants(
     store: StatusStore, run_id: str, unique_id: str, children: Iterable[str], state: NodeState
-) -> list[str]:
-    """End every not-yet-enqueued descendant of a node that did not pass; return their ids.
+) -> list[GraphNode]:
+    """End every not-yet-enqueued descendant of a node that did not pass; return them.
 
     They end ``upstream_failed``, or ``cancelled`` when the node was cancelled. A
     descendant whose consumer was already sent resolves on its own; the enqueue claim
-    makes it one or the other.
+    makes it one or the other. (Unreadable plan entries come back as placeholders.)
     """
     cancelled = state is NodeState.CANCELLED
     outcome = NodeOutcome(
@@ -176,7 +177,7 @@ def fail_descendants(
         "cancelled" if cancelled else "upstream_failed",
         message=f"not built: upstream node {unique_id} ended {state.value}",
     )
-    failed: list[str] = []
+    failed: list[GraphNode] = []
     seen: set[str] = set()
     frontier = list(children)
     while frontier:
@@ -186,7 +187,7 @@ def fail_descendants(
             seen.add(uid)
             if not store.claim(run_id, f"enqueue_{uid}"):
                 continue
-            if store.put_outcome(run_id, uid, outcome):
-                failed.append(uid)
+            if store.put_outcome(run_id, uid, outcome.replace(recorded_at=time.time())):
+                failed.append(entries.get(uid) or GraphNode.placeholder(uid))
             frontier.extend(entries[uid].children if uid in entries else children_of(store, run_id, uid))
     return failed

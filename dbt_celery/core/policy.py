@@ -42,6 +42,7 @@ class Action(str, enum.Enum):
     """What a consumer does next."""
 
     WAIT = "wait"  # reschedule with a countdown (a poll; never a retry)
+    REPORT = "report"  # end the task as the outcome someone else recorded says (no writes)
     RESUME = "resume"  # the producer died: ask for a resumed producer, then wait
     RETRY = "retry"  # a genuine retry after a failure
     MOVE = "move"  # go to the fallback queue to build there
@@ -82,6 +83,8 @@ class Limits:
     poll_max: float
     deadline: float
     fallback_queue: bool = False
+    #: Countdown while dbt has not reached the node: the producer wakes the consumer sooner.
+    idle_wait: float = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,8 @@ class Observation:
     producer: ProducerState | None = None
     producer_alive: bool = False
     outcome: NodeOutcome | None = None
+    #: Whether a delivery of this consumer already ended its task as the outcome says.
+    reported: bool = True
     cancelled: bool = False
     build_alive: bool = False
     build_done: bool = False
@@ -131,12 +136,14 @@ _TARGETS = {
     Action.SUCCEED: "Succeeded",
     Action.FAIL: "Failed",
     Action.IGNORE: "Ignored",
+    Action.REPORT: "Failed",
 }
 _POLLING = "Waiting"  # a consumer message arriving: first delivery, poll, retry or move
 
 #: Every rule of the consumer's lifecycle, in the order :func:`decide` tries them.
 TRANSITIONS = (
-    Transition("stale", _POLLING, Action.IGNORE, "outcome already recorded"),
+    Transition("stale", _POLLING, Action.IGNORE, "outcome already recorded and reported"),
+    Transition("report", _POLLING, Action.REPORT, "outcome recorded for it (upstream failed, cancelled, timed out)"),
     Transition("passed", _POLLING, Action.SUCCEED, "record success / warn / skipped"),
     Transition("stopping", _POLLING, Action.WAIT, "cancelled or past the deadline, producer still stopping dbt"),
     Transition("cancelled", _POLLING, Action.FAIL, "run cancelled"),
@@ -157,6 +164,10 @@ TRANSITIONS = (
     Transition("crashed", "any state", Action.FAIL, "anything raised (state error)"),
 )
 _RULES = {transition.rule: transition for transition in TRANSITIONS}
+_ERRORS_BY_REASON: dict[str, type[NodeError]] = {
+    error.reason: error
+    for error in (NodeFailed, UpstreamFailed, ProducerFailed, WaitTimedOut, RunCancelled, ConsumerCrashed)
+}
 
 
 def poll_countdown(polls: int, poll_max: float) -> float:
@@ -177,6 +188,10 @@ def decide(seen: Observation, attempt: Attempt, limits: Limits) -> Decision:
     """Decide a consumer's next step from one poll's observation."""
     event, producer = seen.event, seen.producer
     if seen.outcome is not None:
+        if not seen.reported:
+            outcome = seen.outcome
+            error = _ERRORS_BY_REASON.get(outcome.reason, NodeFailed)
+            return _final("report", attempt, outcome.state, error, outcome.message or outcome.reason)
         return _decision("stale", attempt, reason="the node is already resolved")
     if event is not None and event.outcome in PASSING_STATES:
         return _decision("passed", attempt, state=event.outcome, reason=event.outcome.value)
@@ -192,7 +207,8 @@ def decide(seen: Observation, attempt: Attempt, limits: Limits) -> Decision:
 
     gone = producer_gone(producer, seen.producer_alive)
     if event is None and not gone:
-        return _poll("waiting", attempt, limits, "waiting for dbt")
+        countdown = limits.idle_wait if seen.producer_alive else poll_countdown(attempt.polls, limits.poll_max)
+        return _decision("waiting", attempt.polled(), countdown=countdown, reason="waiting for dbt")
     if event is not None and event.outcome is NodeState.UPSTREAM_FAILED and event.resolved_by == "producer":
         if limits.retries == 0:
             # Without retries no parent was rebuilt: what failed lies outside the plan

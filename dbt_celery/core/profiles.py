@@ -81,15 +81,38 @@ class PostgresProfile:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
+#: The auth methods the Redshift mapping renders (dbt-redshift's names).
+REDSHIFT_METHODS = ("database", "iam", "iam_role")
+# dbt-redshift's identity-center methods need a browser or a token endpoint holding a secret.
+_IDENTITY_CENTER_METHODS = ("browser_identity_center", "oauth_token_identity_center")
+# An AWS endpoint the driver reads the region from: <cluster>.<id>.<region>.redshift.amazonaws.com,
+# <workgroup>.<account>.<region>.redshift-serverless.amazonaws.com (and the -dev / .cn forms).
+_AWS_ENDPOINT = re.compile(r"^(.+\..+\..+\.redshift|.+\..+\.redshift-serverless)(-dev)?\.amazonaws\.com(\..*)?$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RedshiftProfile:
-    """An Amazon Redshift cluster, with password (``method="database"``) or IAM auth."""
+    """An Amazon Redshift cluster or Serverless workgroup, with one of dbt-redshift's auth methods.
+
+    * ``method="database"``: ``user`` and the password in the variable ``password_env``;
+    * ``method="iam"`` (IAM user): temporary credentials for ``user``, fetched with the
+      AWS identity of ``iam_profile``, of the key pair in ``access_key_id_env`` /
+      ``secret_access_key_env``, or of the worker's default AWS credential chain;
+    * ``method="iam_role"``: the AWS identity itself signs in (no ``user``), taken from
+      ``iam_profile`` or the worker's default AWS credential chain.
+
+    Redshift Serverless is a host containing ``serverless`` (as dbt-redshift detects it)
+    or ``is_serverless=True``; with IAM it takes ``serverless_work_group`` (read from a
+    workgroup endpoint host when omitted), a provisioned cluster takes ``cluster_id``.
+    The rules mirror what dbt-redshift 1.11 checks only when it connects; a field the
+    chosen method would ignore is refused too, so that no setting silently has no effect.
+    """
 
     type: ClassVar[str] = "redshift"
     host: str
-    user: str
     dbname: str
     schema: str
+    user: str | None = None
     port: int = 5439
     method: str = "database"
     password_env: str | None = None
@@ -100,48 +123,144 @@ class RedshiftProfile:
     secret_access_key_env: str | None = None
     db_groups: tuple[str, ...] = ()
     autocreate: bool = False
+    is_serverless: bool | None = None
+    serverless_work_group: str | None = None
+    serverless_acct_id: str | None = None
     sslmode: str | None = None
     ra3_node: bool | None = None
     threads: int = 4
 
     def __post_init__(self) -> None:
-        if self.method == "database" and not self.password_env:
-            raise ProfileError("redshift password auth needs password_env: the variable holding the password")
-        if self.method == "iam" and not self.cluster_id:
-            raise ProfileError("redshift IAM auth needs cluster_id")
-        if self.method not in ("database", "iam"):
-            raise ProfileError(f"redshift method must be 'database' or 'iam', not {self.method!r}")
-        if bool(self.access_key_id_env) != bool(self.secret_access_key_env):
-            raise ProfileError("give both access_key_id_env and secret_access_key_env, or neither")
+        _check_redshift(self)
+
+    @property
+    def serverless(self) -> bool:
+        """Whether dbt-redshift treats the target as Redshift Serverless."""
+        return self.is_serverless is True or "serverless" in self.host
 
     def output(self) -> dict[str, Any]:
         """Return the target's entry for profiles.yml."""
-        out: dict[str, Any] = {
-            "type": "redshift",
-            "method": self.method,
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-            "schema": self.schema,
-            "threads": self.threads,
+        out: dict[str, Any] = {"type": "redshift", "method": self.method, "host": self.host, "port": self.port}
+        if self.user:
+            out["user"] = self.user
+        out.update({"dbname": self.dbname, "schema": self.schema, "threads": self.threads})
+        if self.password_env:
+            out["password"] = env_ref(self.password_env)
+        optional = {
+            "cluster_id": self.cluster_id,
+            "region": self.region,
+            "iam_profile": self.iam_profile,
+            "autocreate": self.autocreate or None,
+            "db_groups": list(self.db_groups) or None,
+            "is_serverless": self.is_serverless,
+            "serverless_work_group": self.serverless_work_group,
+            "serverless_acct_id": self.serverless_acct_id,
+            "sslmode": self.sslmode,
+            "ra3_node": self.ra3_node,
         }
-        if self.method == "database":
-            out["password"] = env_ref(self.password_env or "")
-        else:
-            out["cluster_id"] = self.cluster_id
-            optional = {"region": self.region, "iam_profile": self.iam_profile, "autocreate": self.autocreate}
-            out.update({k: v for k, v in optional.items() if v})
-            if self.db_groups:
-                out["db_groups"] = list(self.db_groups)
-            if self.access_key_id_env:
-                out["access_key_id"] = env_ref(self.access_key_id_env)
-                out["secret_access_key"] = env_ref(self.secret_access_key_env or "")
-        if self.sslmode:
-            out["sslmode"] = self.sslmode
-        if self.ra3_node is not None:
-            out["ra3_node"] = self.ra3_node
+        out.update({key: value for key, value in optional.items() if value is not None})
+        if self.access_key_id_env and self.secret_access_key_env:
+            out["access_key_id"] = env_ref(self.access_key_id_env)
+            out["secret_access_key"] = env_ref(self.secret_access_key_env)
         return out
+
+
+def _check_redshift(profile: RedshiftProfile) -> None:
+    """Refuse a Redshift mapping dbt-redshift could not connect with, saying what to change."""
+    method = profile.method
+    if method in _IDENTITY_CENTER_METHODS:
+        raise ProfileError(
+            f"redshift method {method!r} (IAM Identity Center) is not a built-in mapping: "
+            "give a profiles.yml with profiles_dir"
+        )
+    if method not in REDSHIFT_METHODS:
+        raise ProfileError(f"redshift method must be one of {', '.join(map(repr, REDSHIFT_METHODS))}, not {method!r}")
+    if bool(profile.access_key_id_env) != bool(profile.secret_access_key_env):
+        raise ProfileError("give both access_key_id_env and secret_access_key_env, or neither")
+    if method == "database":
+        _check_password_auth(profile)
+    else:
+        _check_iam_auth(profile)
+
+
+def _set(profile: RedshiftProfile, *names: str) -> list[str]:
+    """The fields among ``names`` that the mapping sets."""
+    return [name for name in names if getattr(profile, name) not in (None, False, ())]
+
+
+def _check_password_auth(profile: RedshiftProfile) -> None:
+    if not profile.user:
+        raise ProfileError("redshift password auth (method 'database') needs user")
+    if not profile.password_env:
+        raise ProfileError("redshift password auth needs password_env: the variable holding the password")
+    iam_only = _set(
+        profile, "cluster_id", "iam_profile", "access_key_id_env", "db_groups", "autocreate",
+        "serverless_work_group", "serverless_acct_id",
+    )  # fmt: skip
+    if iam_only:
+        raise ProfileError(
+            f"{', '.join(iam_only)} only apply to IAM auth: drop them, or set method to 'iam' or 'iam_role'"
+        )
+
+
+def _check_iam_auth(profile: RedshiftProfile) -> None:
+    method = profile.method
+    if profile.password_env:
+        raise ProfileError(
+            f"redshift IAM auth (method {method!r}) takes no password: drop password_env "
+            "(the driver fetches a temporary one)"
+        )
+    if profile.serverless:
+        if profile.cluster_id:
+            raise ProfileError(
+                "cluster_id names a provisioned cluster, but this target is Redshift Serverless "
+                "(is_serverless, or 'serverless' in host): drop cluster_id (serverless_work_group, or a workgroup "
+                "endpoint as host, names the workgroup)"
+            )
+    else:
+        if not profile.cluster_id:
+            raise ProfileError(
+                f"redshift IAM auth (method {method!r}) on a provisioned cluster needs cluster_id "
+                "(dbt-redshift does not read it from host); for Redshift Serverless set is_serverless: true"
+            )
+        serverless_only = _set(profile, "serverless_work_group", "serverless_acct_id")
+        if serverless_only:
+            raise ProfileError(
+                f"{', '.join(serverless_only)} only apply to Redshift Serverless: set is_serverless: true "
+                "(or drop them)"
+            )
+    if not profile.region and not _AWS_ENDPOINT.match(profile.host):
+        raise ProfileError(
+            f"redshift IAM auth needs region: the host {profile.host!r} is not an AWS endpoint "
+            "(<name>.<id>.<region>.redshift[-serverless].amazonaws.com) the driver could read it from"
+        )
+    if method == "iam":
+        _check_iam_user(profile)
+    else:
+        _check_iam_role(profile)
+
+
+def _check_iam_user(profile: RedshiftProfile) -> None:
+    if not profile.user:
+        raise ProfileError("redshift IAM user auth (method 'iam') needs user: the database user to sign in as")
+    if profile.iam_profile and profile.access_key_id_env:
+        raise ProfileError("give iam_profile or access_key_id_env/secret_access_key_env, not both")
+    if profile.serverless:
+        ignored = _set(profile, "db_groups", "autocreate")
+        if ignored:
+            raise ProfileError(
+                f"{', '.join(ignored)} only apply to a provisioned cluster (Redshift Serverless ignores them): "
+                "drop them"
+            )
+
+
+def _check_iam_role(profile: RedshiftProfile) -> None:
+    ignored = _set(profile, "user", "access_key_id_env", "db_groups", "autocreate")
+    if ignored:
+        raise ProfileError(
+            f"method 'iam_role' signs in as the AWS identity itself, so {', '.join(ignored)} would be ignored: "
+            "drop them (AWS credentials come from iam_profile or the worker's environment), or use method 'iam'"
+        )
 
 
 ProfileMapping = DuckDBProfile | PostgresProfile | RedshiftProfile

@@ -13,6 +13,7 @@ JSON forms, and a value that does not fit raises :class:`~dbt_celery.errors.Payl
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 from typing import Any, Mapping, TypeVar
 
@@ -109,6 +110,7 @@ class NodeEvent(_Record):
     adapter_response: dict[str, Any] = dataclasses.field(default_factory=dict)
     failures: int | None = None
     resolved_by: str = "producer"
+    thread: str | None = None  # dbt's thread name ("Thread-1 (worker)"), "fallback" for an inline build
 
     _ENUMS = {"outcome": NodeState}
 
@@ -116,7 +118,24 @@ class NodeEvent(_Record):
     def rows_affected(self) -> int | None:
         """Rows dbt's adapter reported for the node, when it did."""
         rows = self.adapter_response.get("rows_affected")
-        return rows if isinstance(rows, int) and rows >= 0 else None
+        if isinstance(rows, float) and rows.is_integer():
+            rows = int(rows)  # dbt's events carry adapter_response as a protobuf Struct: every number a double
+        return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 else None
+
+
+def utc_iso(value: str | float | None) -> str | None:
+    """A timestamp as ISO 8601 with its time zone (dbt writes UTC without saying so; floats are epoch seconds)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat()
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.isoformat()
 
 
 def not_run_event(unique_id: str, reason: str, *, upstream_failed: bool = False) -> NodeEvent:
@@ -142,6 +161,7 @@ class NodeOutcome(_Record):
     retries: int = 0
     builds: int = 0
     recorded_at: float | None = None
+    thread: str | None = None
 
     _ENUMS = {"state": NodeState}
 
@@ -157,6 +177,7 @@ class NodeOutcome(_Record):
                 "execution_time": event.execution_time,
                 "rows_affected": event.rows_affected,
                 "message": event.message,
+                "thread": event.thread,
                 **fields,
             }
         return cls(state, reason, **fields)

@@ -27,6 +27,9 @@ DEFAULT_TIMEOUT = 6 * 3600.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 #: Longest countdown, in seconds, between two polls of a waiting consumer.
 DEFAULT_POLL_MAX = 1.0
+#: Countdown, in seconds, of a consumer whose node dbt has not reached yet. Only a safety net:
+#: the producer wakes the consumer as soon as the node's record lands.
+DEFAULT_IDLE_WAIT = 30.0
 #: Seconds without a sign of life after which a consumer's message counts as lost and is sent again.
 DEFAULT_REARM_AFTER = 120.0
 
@@ -41,7 +44,9 @@ class RunSpec:
     building (see :mod:`dbt_celery.core.overlap`). ``retries`` counts real retries per
     node (each one builds the node inline once the producer is done); polls while
     waiting never count against it. ``heartbeat_timeout`` is the lease of whoever
-    builds; ``rearm_after`` the silence after which a consumer's message counts as lost.
+    builds; ``rearm_after`` the silence after which a consumer's message counts as lost;
+    ``idle_wait`` the countdown of a consumer whose node dbt has not reached (the producer
+    wakes it sooner: this is only the safety net).
     """
 
     project_dir: str
@@ -60,8 +65,14 @@ class RunSpec:
     timeout: float = DEFAULT_TIMEOUT
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     poll_max: float = DEFAULT_POLL_MAX
+    idle_wait: float = DEFAULT_IDLE_WAIT
     rearm_after: float = DEFAULT_REARM_AFTER
     exclusive: bool = True
+
+    @property
+    def idle_countdown(self) -> float:
+        """A waiting consumer's countdown: ``idle_wait``, short enough that the watchdog never takes it for lost."""
+        return min(self.idle_wait, self.rearm_after / 3)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "select", _as_tuple(self.select, "select"))
@@ -79,7 +90,7 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lowest):
                 raise ConfigurationError(f"{name} must be an integer of at least {lowest}, not {value!r}")
-        for name in ("timeout", "heartbeat_timeout", "poll_max", "rearm_after", "retry_delay"):
+        for name in ("timeout", "heartbeat_timeout", "poll_max", "idle_wait", "rearm_after", "retry_delay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigurationError(f"{name} must be a finite number of seconds, not {value!r}")

@@ -40,6 +40,8 @@ KEY_PREFIX = "dbt-celery-"
 PRODUCER_LEASE = "producer_lease"
 #: The name a run's watchdog leaves its "still alive" mark under.
 WATCHDOG = "__watchdog__"
+#: The claim (plus a node's id) a consumer takes when it ends its task as its node's outcome says.
+REPORT_CLAIM = "report_"
 
 
 def encode_payload(value: Mapping[str, Any]) -> bytes:
@@ -95,6 +97,8 @@ class Poll:
     cancelled: bool
     build: Liveness
     watchdog_seen_at: float | None = None
+    #: Whether a delivery of this consumer already ended its task as its outcome says.
+    reported: bool = False
 
 
 class StatusStore:
@@ -147,6 +151,10 @@ class StatusStore:
     def claim(self, run_id: str, what: str) -> bool:
         """Take a one-time claim (``what``) in a run; True for the first caller only."""
         return set_if_absent(self.kv, self.key(run_id, f"claim_{what}"), encode_payload({"at": time.time()}))
+
+    def claim_report(self, run_id: str, unique_id: str) -> bool:
+        """Take the right to end a node's consumer task as its outcome says (once per node)."""
+        return self.claim(run_id, f"{REPORT_CLAIM}{unique_id}")
 
     def claims(self, run_id: str, whats: Sequence[str]) -> dict[str, float]:
         """When each of some claims was taken (claims not taken are left out)."""
@@ -216,9 +224,10 @@ class StatusStore:
         kinds = [
             "run", f"nodefinished_{unique_id}", "producer", PRODUCER_LEASE, f"{PRODUCER_LEASE}_renewed",
             f"outcome_{unique_id}", "cancel", build_lease, f"{build_lease}_renewed", f"seen_{WATCHDOG}",
+            f"claim_{REPORT_CLAIM}{unique_id}",
         ]  # fmt: skip
-        run, event, producer, lease, renewed, outcome, cancel, build_held, build_renewed, watchdog = self._read(
-            run_id, kinds
+        run, event, producer, lease, renewed, outcome, cancel, build_held, build_renewed, watchdog, reported = (
+            self._read(run_id, kinds)
         )
         return Poll(
             run=RunDocument.from_dict(run) if run else None,
@@ -229,6 +238,7 @@ class StatusStore:
             cancelled=cancel is not None,
             build=_liveness(build_held, build_renewed),
             watchdog_seen_at=float(watchdog["at"]) if watchdog else None,
+            reported=reported is not None,
         )
 
     # -- leases ------------------------------------------------------------------------

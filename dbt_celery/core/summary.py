@@ -18,6 +18,7 @@ from dbt_celery.core.records import (
     NodeState,
     ProducerPhase,
     ProducerState,
+    utc_iso,
 )
 from dbt_celery.core.store import PRODUCER_LEASE, StatusStore
 
@@ -43,6 +44,8 @@ class NodeStatus:
     execution_time: float | None = None
     rows_affected: int | None = None
     message: str | None = None
+    thread: str | None = None  # dbt's thread that built the node ("fallback" for an inline build)
+    recorded_at: float | None = None  # when the consumer recorded the outcome (epoch seconds)
 
     @property
     def done(self) -> bool:
@@ -54,6 +57,7 @@ class NodeStatus:
         data = dataclasses.asdict(self)
         data.pop("unique_id")
         data["status"] = self.status.value
+        data["recorded_at"] = utc_iso(self.recorded_at)
         return data
 
 
@@ -141,6 +145,8 @@ def node_statuses(store: StatusStore, run_id: str, planned: dict[str, dict[str, 
                 execution_time=outcome.execution_time,
                 rows_affected=outcome.rows_affected,
                 message=outcome.message,
+                thread=outcome.thread or (event.thread if event else None),
+                recorded_at=outcome.recorded_at,
             )
         elif event is not None:
             nodes[uid] = NodeStatus(
@@ -153,6 +159,7 @@ def node_statuses(store: StatusStore, run_id: str, planned: dict[str, dict[str, 
                 execution_time=event.execution_time,
                 rows_affected=event.rows_affected,
                 message=event.message,
+                thread=event.thread,
             )
         else:
             nodes[uid] = NodeStatus(**base, status=NodeState.PENDING)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dbt_celery.core.records import NodeEvent, state_for
+from dbt_celery.core.records import NodeEvent, state_for, utc_iso
 
 #: dbt events the stream is built from; every other event is dropped unread.
 STREAM_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError"})
@@ -56,12 +56,13 @@ def event_from_node_finished(data: Mapping[str, Any], *, upstream_failed: bool) 
         resource_type=info.get("resource_type") or info["unique_id"].split(".", 1)[0],
         dbt_status=status,
         outcome=state_for(status, upstream_failed=upstream_failed),
-        started_at=info.get("node_started_at") or (timing[0].get("started_at") if timing else None),
-        finished_at=info.get("node_finished_at") or (timing[-1].get("completed_at") if timing else None),
+        started_at=utc_iso(info.get("node_started_at") or (timing[0].get("started_at") if timing else None)),
+        finished_at=utc_iso(info.get("node_finished_at") or (timing[-1].get("completed_at") if timing else None)),
         execution_time=result.get("execution_time"),
         message=result.get("message") or None,
         adapter_response=dict(result.get("adapter_response") or {}),
         failures=result.get("num_failures") if info.get("resource_type") in ("test", "unit_test") else None,
+        thread=result.get("thread") or None,
     )
 
 
@@ -74,10 +75,11 @@ def event_from_run_result(result: Mapping[str, Any], *, upstream_failed: bool = 
         resource_type=unique_id.split(".", 1)[0],
         dbt_status=result.get("status"),
         outcome=state_for(result.get("status"), upstream_failed=upstream_failed),
-        started_at=timing[0].get("started_at") if timing else None,
-        finished_at=timing[-1].get("completed_at") if timing else None,
+        started_at=utc_iso(timing[0].get("started_at") if timing else None),
+        finished_at=utc_iso(timing[-1].get("completed_at") if timing else None),
         execution_time=result.get("execution_time"),
         message=result.get("message"),
         adapter_response=dict(result.get("adapter_response") or {}),
         failures=result.get("failures"),
+        thread=result.get("thread_id") or None,
     )

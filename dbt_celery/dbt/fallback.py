@@ -52,7 +52,7 @@ def build_node(
         if not found:
             reason = invocation.error or f"dbt {node.resource_type} --select {node.selector} did not run the node"
             found = events_for_unreported([node.unique_id], [], workspace.run_results, reason)
-        event = found[-1].replace(resolved_by="fallback")
+        event = found[-1].replace(resolved_by="fallback", thread="fallback")
         if keeper.lost or not store.put_events(run_id, [event], held):
             return None
         store.release(held)

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 20.0
 
 _IN_PROCESS_LOCK = threading.Lock()
+#: Most node events written to the store in one round trip.
+BATCH_MAX = 500
 _DONE = object()
 
 
@@ -74,8 +76,13 @@ class DbtInvocation:
         self._stop_requested = False
 
     def __iter__(self) -> Iterator[NodeEvent]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[NodeEvent]]:
+        """Run dbt and yield its node events in batches: whatever arrived since the last batch."""
         if self.mode == "subprocess":
-            return self._run_subprocess()
+            return ([event] for event in self._run_subprocess())
         return self._run_in_process()
 
     def run(self) -> list[NodeEvent]:
@@ -83,7 +90,7 @@ class DbtInvocation:
         return list(self)
 
     # -- in-process ------------------------------------------------------------------
-    def _run_in_process(self) -> Iterator[NodeEvent]:
+    def _run_in_process(self) -> Iterator[list[NodeEvent]]:
         from dbt.cli.main import dbtRunner
         from dbt_common.events.functions import msg_to_dict
 
@@ -91,12 +98,16 @@ class DbtInvocation:
         callback_errors: list[BaseException] = []
 
         def on_event(event: Any) -> None:
+            # On dbt's own threads: a filter and a queue put, nothing more.
             try:
-                name = event.info.name
-                if name in STREAM_EVENTS:
-                    events.put((name, msg_to_dict(event).get("data", {})))
+                if event.info.name in STREAM_EVENTS:
+                    events.put(event)
             except BaseException as exc:  # noqa: BLE001 - dbt would turn it into a node error
                 callback_errors.append(exc)
+
+        def parsed(event: Any) -> list[NodeEvent]:
+            node_event = self.parser.feed(event.info.name, msg_to_dict(event).get("data", {}))
+            return [node_event] if node_event is not None else []
 
         def invoke() -> None:
             try:
@@ -113,10 +124,17 @@ class DbtInvocation:
             if self._stop_requested:
                 self._interrupt()
             try:
-                while (item := events.get()) is not _DONE:
-                    event = self.parser.feed(*item)
-                    if event is not None:
-                        yield event
+                finished = False
+                while not finished and (item := events.get()) is not _DONE:
+                    batch = parsed(item)
+                    while len(batch) < BATCH_MAX and not events.empty():
+                        item = events.get()
+                        if item is _DONE:
+                            finished = True
+                            break
+                        batch += parsed(item)
+                    if batch:
+                        yield batch
             finally:
                 # A caller that stops reading early (an error in its loop) must not let
                 # go of the lock, directory or environment while dbt still runs.

@@ -32,7 +32,12 @@ from dbt_celery.errors import ConfigurationError, DbtCeleryError
 
 log = logging.getLogger(__name__)
 
+#: Sends the consumers of some nodes of a plan that nobody sent yet.
 Enqueue = Callable[[RunPlan, Iterable[str]], None]
+#: Wakes the consumers (if sent) of nodes whose records were just written.
+Wake = Callable[[RunPlan, list[str]], object]
+#: Told the producer's state whenever the count of reported nodes changes.
+Progress = Callable[[ProducerState], None]
 
 
 class DuplicateProducer(DbtCeleryError):
@@ -55,6 +60,8 @@ def run_producer(
     enqueue: Enqueue,
     on_beat: Callable[[], None] = lambda: None,
     keep_workspaces_for: float | None = None,
+    wake: Wake = lambda plan, ids: None,
+    on_progress: Progress = lambda state: None,
 ) -> dict[str, Any]:
     """Take the run's lease, then plan (or resume) and build; return a summary of the build."""
     before = store.liveness(run_id, PRODUCER_LEASE)
@@ -65,7 +72,9 @@ def run_producer(
         raise DuplicateProducer(f"run {run_id} already has a live or finished producer")
     run = store.run(run_id)
     deadline = run.deadline if run is not None else time.time() + spec.timeout
-    return Producer(store, held, spec, enqueue, deadline, on_beat, keep_workspaces_for).run()
+    producer = Producer(store, held, spec, enqueue, deadline, on_beat, keep_workspaces_for)
+    producer.wake, producer.on_progress = wake, on_progress
+    return producer.run()
 
 
 class Producer:
@@ -83,6 +92,8 @@ class Producer:
     ) -> None:
         self.store, self.held, self.spec, self.enqueue, self.deadline = store, held, spec, enqueue, deadline
         self.on_beat = on_beat
+        self.wake: Wake = lambda plan, ids: None
+        self.on_progress: Progress = lambda state: None
         #: Seconds a run's workspace (its run_results.json and logs) is kept: as long as its records.
         self.keep_workspaces_for = keep_workspaces_for
         self.run_id = held.run_id
@@ -126,11 +137,13 @@ class Producer:
             self._fenced(plan.save(self.store, self.held))
         else:
             manifest = parse_project(self.spec, workspace)
+            self.plan = plan
             selectors = self._resume_selection(plan)
         self.plan = plan
         self.enqueue(plan, plan.roots())
         self.state = self.state.replace(phase=ProducerPhase.RUNNING, total=len(plan.nodes), done=len(self.reported))
         self._write_state()
+        self.on_progress(self.state)
         if selectors == [] or self.keeper.stop_reason is not None:
             return self._finish(workspace, None)
         invocation = DbtInvocation(
@@ -140,11 +153,13 @@ class Producer:
             manifest=manifest if self.spec.invocation == "in_process" else None,
         )
         self.invocation = invocation
-        for event in invocation:
-            if event.unique_id in plan.nodes and not self.keeper.lost:
-                if not self.store.put_events(self.run_id, [event], self.held):
+        for batch in invocation.batches():
+            events = [event for event in batch if event.unique_id in plan.nodes]
+            if events and not self.keeper.lost:
+                if not self.store.put_events(self.run_id, events, self.held):
                     self.keeper.stop(LOST)  # stops dbt; the loop drains what it still says
-                self.reported.add(event.unique_id)
+                    continue
+                self._reported(events)
         return self._finish(workspace, invocation)
 
     def _resume_selection(self, plan: RunPlan) -> list[str]:
@@ -172,8 +187,7 @@ class Producer:
                 selectors.append(node.selector)
             else:
                 skipped.append(not_run_event(uid, f"not built: upstream node {cause} failed", upstream_failed=True))
-        self._fenced(self.store.put_events(self.run_id, skipped, self.held))
-        self.reported |= {event.unique_id for event in skipped}
+        self._record(skipped)
         log.info("run %s: resuming the build of %d node(s)", self.run_id, len(selectors))
         return selectors
 
@@ -234,7 +248,14 @@ class Producer:
     def _record(self, events: list[NodeEvent]) -> None:
         if events:
             self._fenced(self.store.put_events(self.run_id, events, self.held))
-            self.reported |= {event.unique_id for event in events}
+            self._reported(events)
+
+    def _reported(self, events: list[NodeEvent]) -> None:
+        """After a write: wake the nodes' waiting consumers and say how far the run got."""
+        self.reported |= {event.unique_id for event in events}
+        if self.plan is not None:
+            self.wake(self.plan, [event.unique_id for event in events])
+            self.on_progress(self.state.replace(done=len(self.reported)))
 
     def _write_state(self) -> None:
         self._fenced(self.store.put_producer(self.run_id, self.state.replace(updated_at=time.time()), self.held))

@@ -1,20 +1,21 @@
 """The project graph: which nodes a run builds, and in what order dbt builds them.
 
-The node set comes from ``dbt ls`` with the run's own selection flags, and the edges
+The node set is what the run's own ``dbt build`` selects, resolved on the parsed manifest
+by the loaded dbt (:mod:`dbt_celery.dbt.selection`, no ``dbt ls``), and the edges come
 from dbt's own linker with the test edges ``dbt build`` schedules on (a failing test
-skips the children of the model it tests), restricted to the selection the way dbt
-does it. Nothing here re-implements dbt's selector grammar.
+skips the children of the model it tests), restricted to the selection the way dbt does
+it. Nothing here re-implements dbt's selector grammar.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Iterable, Mapping
 
 from dbt_celery.core.plan import GraphNode
 from dbt_celery.core.spec import RunSpec
-from dbt_celery.dbt.commands import Workspace, list_command, parse_command
+from dbt_celery.dbt import selection
+from dbt_celery.dbt.commands import Workspace, parse_command
 from dbt_celery.dbt.invocation import DbtInvocation
 from dbt_celery.errors import DbtInvocationError, ProfileError, SelectionError
 
@@ -35,24 +36,27 @@ class ProjectGraph:
     @classmethod
     def load(cls, spec: RunSpec, workspace: Workspace) -> ProjectGraph:
         """Parse the project (partial parsing reused) and resolve the run's selection."""
-        manifest = parse_project(spec, workspace)
-        selected = _select(spec, workspace, manifest)
-        return cls.from_manifest(manifest, selected)
+        return cls.select(spec, workspace, parse_project(spec, workspace))
 
     @classmethod
-    def from_manifest(cls, manifest: Any, selected: Iterable[str]) -> ProjectGraph:
-        """Build the graph of ``selected`` from a parsed dbt ``Manifest``."""
-        import networkx
-        from dbt.compilation import Linker
-        from dbt.graph import Graph
+    def select(cls, spec: RunSpec, workspace: Workspace, manifest: Any) -> ProjectGraph:
+        """The graph of what ``spec``'s ``dbt build`` runs, selected on an already parsed ``manifest``."""
+        selected = selection.resolve(spec, workspace, manifest)
+        buildable = _buildable(manifest, selected.unique_ids)
+        if not buildable:
+            flags = " ".join(_describe_selection(spec)) or "(everything)"
+            raise SelectionError(f"the selection {flags} matches no node that dbt build would run")
+        return cls.from_manifest(manifest, buildable, selected.graph)
 
-        buildable = set(_with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)]))
+    @classmethod
+    def from_manifest(cls, manifest: Any, selected: Iterable[str], graph: Any = None) -> ProjectGraph:
+        """Build the graph of ``selected`` from a parsed dbt ``Manifest`` (and dbt's linked ``Graph`` of it)."""
+        import networkx
+
+        buildable = _buildable(manifest, selected)
         unit_tests = {uid for uid in buildable if uid in manifest.unit_tests}
-        linker = Linker()
-        linker.link_graph(manifest)
-        manifest.build_parent_and_child_maps()
-        linker.add_test_edges(manifest)
-        subset = Graph(linker.graph).get_subset_graph(buildable - unit_tests).graph  # type: ignore[arg-type]
+        full = selection.linked_graph(manifest) if graph is None else graph
+        subset = full.get_subset_graph(buildable - unit_tests).graph
         # dbt links the tests of every ancestor to a node. The order they impose holds
         # with the direct edges alone, so consumers check far fewer parents; dbt's own
         # dependency edges stay, so a test is always a child of the models it tests.
@@ -123,19 +127,6 @@ def _is_profile_problem(result: Any, message: str) -> bool:
     return "profiles.yml" in lowered or "could not find profile named" in lowered
 
 
-def _select(spec: RunSpec, workspace: Workspace, manifest: Any) -> list[str]:
-    invocation = DbtInvocation(list_command(spec, workspace), cwd=spec.project_dir, manifest=manifest)
-    invocation.run()
-    if invocation.error or not invocation.success:
-        raise SelectionError(f"dbt could not resolve the selection: {invocation.error or 'dbt ls failed'}")
-    selected = [json.loads(line)["unique_id"] for line in invocation.result.result or []]
-    buildable = _with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)])
-    if not buildable:
-        flags = " ".join(_describe_selection(spec)) or "(everything)"
-        raise SelectionError(f"the selection {flags} matches no node that dbt build would run")
-    return buildable
-
-
 def _describe_selection(spec: RunSpec) -> list[str]:
     parts = []
     if spec.select:
@@ -145,6 +136,11 @@ def _describe_selection(spec: RunSpec) -> list[str]:
     if spec.selector:
         parts.append("--selector " + spec.selector)
     return parts
+
+
+def _buildable(manifest: Any, selected: Iterable[str]) -> set[str]:
+    """The selected nodes ``dbt build`` reports a result for."""
+    return set(_with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)]))
 
 
 def _is_buildable(manifest: Any, unique_id: str) -> bool:

@@ -1,36 +1,54 @@
-"""ProjectGraph.load must select exactly what the dbt CLI selects, with the edges dbt builds on.
+"""ProjectGraph must plan exactly what the run's ``dbt build`` runs, with the edges dbt builds on.
 
-Every selection is loaded in process on one copy of the example project: the first load
-parses it, the others reuse its partial-parse state. The dbt CLI's own ``dbt ls`` runs
-once per selection, all at once, as the reference.
+The example project is copied once, with additions that exercise dbt build's own rules: an
+empty model (dbt build leaves it out, dbt ls lists it), a unit test, an exposure (dbt build
+reports it as a no-op: nothing to plan) and a selector rendered from --vars that is also the
+project's default. The copy is parsed once and every case is selected on that one manifest.
+
+Two references, both dbt's own: for every case, ``dbt ls`` with the same flags, captured once
+(in process, on the same manifest) and narrowed by the rules dbt build adds; for one broad
+case, the run_results.json of a real ``dbt build`` CLI process, started when the module starts.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.commands import Workspace
-from dbt_celery.dbt.invocation import dbt_executable
-from dbt_celery.dbt.project import ProjectGraph
+from dbt_celery.dbt.invocation import DbtInvocation, dbt_executable
+from dbt_celery.dbt.project import ProjectGraph, parse_project
 from dbt_celery.errors import SelectionError
 from tests.dbt.dbt_fixtures import JAFFLE_SHOP, copy_fixture_project, isolated_workspaces  # noqa: F401 - autouse
 
-#: Each selection twice: as RunSpec fields, and as the flags a user would give dbt.
-SELECTIONS = {
-    "tag:staging": ({"select": ("tag:staging",)}, ["--select", "tag:staging"]),
-    "+orders": ({"select": ("+orders",)}, ["--select", "+orders"]),
-    "stg_orders+": ({"select": ("stg_orders+",)}, ["--select", "stg_orders+"]),
-    "all but marts": ({"exclude": ("tag:marts",)}, ["--exclude", "tag:marts"]),
-    "selector marts_only": ({"selector": "marts_only"}, ["--selector", "marts_only"]),
+#: Each case as RunSpec fields; the flags a user would give dbt are derived from them.
+SELECTIONS: dict[str, dict[str, Any]] = {
+    "no flags: the default selector": {},
+    "tag:staging": {"select": ("tag:staging",)},
+    "+orders": {"select": ("+orders",)},
+    "stg_orders+": {"select": ("stg_orders+",)},
+    "1+customers": {"select": ("1+customers",)},
+    "@stg_payments": {"select": ("@stg_payments",)},
+    "intersection": {"select": ("+orders,tag:staging",)},
+    "a model with its tests": {"select": ("stg_payments",)},
+    "orders: a test on two models": {"select": ("orders",)},
+    "all but marts": {"exclude": ("tag:marts",)},
+    "selector marts_only": {"selector": "marts_only"},
+    "seeds": {"select": ("resource_type:seed",)},
+    "snapshot": {"select": ("orders_snapshot",)},
 }
-#: The resource types dbt build executes.
-BUILT_BY_DBT_BUILD = {"model", "seed", "snapshot", "test", "unit_test", "function"}
+#: A case with --vars needs its own parse: vars change the manifest and the rendered selectors.
+VARS_CASE = {"selector": "by_var", "vars": {"pick_tag": "staging"}}
+#: The case a real ``dbt build`` runs: graph operators, a tag, an exclusion, and every special node.
+BUILD_CASE = {"select": ("+orders+", "tag:marts"), "exclude": ("customers",)}
+#: The resource types dbt build executes (it reports exposures and saved queries as no-ops).
+BUILT_BY_DBT_BUILD = ("model", "seed", "snapshot", "test", "unit_test", "function")
 
 ORDERS = "model.jaffle_shop.orders"
 CUSTOMERS = "model.jaffle_shop.customers"
@@ -38,65 +56,176 @@ STG_ORDERS = "model.jaffle_shop.stg_orders"
 STG_PAYMENTS = "model.jaffle_shop.stg_payments"
 STG_CUSTOMERS = "model.jaffle_shop.stg_customers"
 EPHEMERAL = "model.jaffle_shop.int_order_payments"
+EMPTY = "model.jaffle_shop.placeholder"
+UNIT_TEST = "unit_test.jaffle_shop.stg_payments.payments_in_dollars"
+EXPOSURE = "exposure.jaffle_shop.orders_dashboard"
 SNAPSHOT = "snapshot.jaffle_shop.orders_snapshot"
+
+SELECTORS_YML = """\
+selectors:
+  - name: marts_only
+    definition:
+      method: tag
+      value: marts
+  - name: by_var
+    default: true
+    definition:
+      method: tag
+      value: "{{ var('pick_tag', 'marts') }}"
+"""
+EXTRA_YML = """\
+unit_tests:
+  - name: payments_in_dollars
+    model: stg_payments
+    given:
+      - input: ref('raw_payments')
+        rows:
+          - {id: 1, order_id: 1, payment_method: coupon, amount: 2500}
+    expect:
+      rows:
+        - {payment_id: 1, amount: 25.00}
+
+exposures:
+  - name: orders_dashboard
+    type: dashboard
+    owner: {name: Sales}
+    depends_on:
+      - ref('orders')
+"""
 
 
 @pytest.fixture(scope="module")
 def jaffle(tmp_path_factory: pytest.TempPathFactory):
-    """A private copy of the example project, with its DuckDB file in the temp folder too."""
+    """A private copy of the example project with the additions above; its DuckDB file in the temp folder."""
     root = tmp_path_factory.mktemp("jaffle")
     project = copy_fixture_project(JAFFLE_SHOP, root)
+    (project / "selectors.yml").write_text(SELECTORS_YML)
+    (project / "models" / "marts" / "placeholder.sql").write_text("\n")  # a model still to be written
+    (project / "models" / "staging" / "_extra.yml").write_text(EXTRA_YML)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DBT_DUCKDB_PATH", str(root / "jaffle.duckdb"))
         yield project
 
 
-def spec_for(project: Path, **selection) -> RunSpec:
+def spec_for(project: Path, **selection: Any) -> RunSpec:
     return RunSpec(project_dir=str(project), profiles_dir=str(project), **selection)
 
 
-def load(project: Path, label: str, **selection) -> ProjectGraph:
-    spec = spec_for(project, **selection)
-    return ProjectGraph.load(spec, Workspace.create(spec, "project-tests", label))
+def dbt_flags(fields: dict[str, Any]) -> list[str]:
+    """The flags a user would give dbt for these RunSpec fields."""
+    flags: list[str] = []
+    if fields.get("select"):
+        flags += ["--select", *fields["select"]]
+    if fields.get("exclude"):
+        flags += ["--exclude", *fields["exclude"]]
+    if fields.get("selector"):
+        flags += ["--selector", fields["selector"]]
+    if fields.get("vars"):
+        flags += ["--vars", json.dumps(fields["vars"])]
+    return flags
 
 
-@pytest.fixture(scope="module")
-def graphs(jaffle: Path) -> dict[str, ProjectGraph]:
-    return {name: load(jaffle, f"sel-{i}", **fields) for i, (name, (fields, _)) in enumerate(SELECTIONS.items())}
+class RealBuild:
+    """``dbt build`` of BUILD_CASE in its own dbt process, running beside the other tests."""
 
-
-@pytest.fixture(scope="module")
-def dbt_ls(jaffle: Path, graphs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
-    """``dbt ls`` of every selection from the dbt CLI, as JSON documents, run side by side."""
-    warm = jaffle / "target" / "partial_parse.msgpack"  # left there by ProjectGraph.load
-    processes = {}
-    for name, (_, flags) in SELECTIONS.items():
-        target = tmp_path_factory.mktemp("ls")
-        if warm.is_file():
-            shutil.copyfile(warm, target / warm.name)
+    def __init__(self, project: Path, root: Path) -> None:
         command = [
-            dbt_executable(), "ls", "--project-dir", str(jaffle), "--profiles-dir", str(jaffle),
-            "--target-path", str(target), "--log-path", str(target / "logs"), *flags,
-            "--output", "json", "--output-keys", "unique_id", "resource_type", "config.materialized", "--quiet",
+            dbt_executable(), "build", "--project-dir", str(project), "--profiles-dir", str(project),
+            "--target-path", str(root / "target"), "--log-path", str(root / "logs"), *dbt_flags(BUILD_CASE),
         ]  # fmt: skip
-        processes[name] = subprocess.Popen(
-            command, cwd=jaffle, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        env = {**os.environ, "DBT_DUCKDB_PATH": str(root / "build.duckdb")}
+        self.target = root / "target"
+        self.process = subprocess.Popen(
+            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-    listed = {}
-    for name, process in processes.items():
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, f"dbt ls {name} failed:\n{out}\n{err}"
-        listed[name] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return listed
+
+    def results(self) -> dict[str, str]:
+        """unique_id -> status of every entry of its run_results.json."""
+        out, _ = self.process.communicate(timeout=240)
+        assert self.process.returncode == 0, f"dbt build failed:\n{out}"
+        documents = json.loads((self.target / "run_results.json").read_text())["results"]
+        return {result["unique_id"]: result["status"] for result in documents}
 
 
-def built_by_dbt(documents: list[dict]) -> dict[str, str]:
-    """unique_id -> resource_type of the listed nodes dbt build would actually build."""
-    return {
-        doc["unique_id"]: doc["resource_type"]
+@pytest.fixture(scope="module", autouse=True)
+def real_build(jaffle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Started before the module's first test, read by the last one."""
+    build = RealBuild(jaffle, tmp_path_factory.mktemp("real-build"))
+    yield build
+    if build.process.poll() is None:
+        build.process.kill()
+        build.process.wait()
+
+
+@pytest.fixture(scope="module")
+def parsed(jaffle: Path) -> tuple[RunSpec, Workspace, Any]:
+    """The copy parsed once, as a run without vars parses it."""
+    spec = spec_for(jaffle)
+    workspace = Workspace.create(spec, "project-tests", "parse")
+    return spec, workspace, parse_project(spec, workspace)
+
+
+def select(parsed, label: str, **selection: Any) -> ProjectGraph:
+    """The graph of one selection on the shared manifest."""
+    spec, _, manifest = parsed
+    case = spec_for(Path(spec.project_dir), **selection)
+    return ProjectGraph.select(case, Workspace.create(case, "project-tests", label), manifest)
+
+
+@pytest.fixture(scope="module")
+def graphs(parsed) -> dict[str, ProjectGraph]:
+    return {name: select(parsed, f"sel-{i}", **fields) for i, (name, fields) in enumerate(SELECTIONS.items())}
+
+
+@pytest.fixture(scope="module")
+def vars_graph(jaffle: Path) -> ProjectGraph:
+    spec = spec_for(jaffle, **VARS_CASE)
+    return ProjectGraph.load(spec, Workspace.create(spec, "project-tests", "vars"))
+
+
+def dbt_ls(project: Path, fields: dict[str, Any], manifest: Any, label: str) -> list[dict[str, Any]]:
+    """dbt's own ``dbt ls`` of these flags, on ``manifest``, one JSON document per listed node."""
+    target = project.parent / f"ls-{label}"
+    args = [
+        "ls", "--project-dir", str(project), "--profiles-dir", str(project),
+        "--target-path", str(target), "--log-path", str(target / "logs"), *dbt_flags(fields),
+        "--resource-type", *BUILT_BY_DBT_BUILD, "--output", "json",
+        "--output-keys", "unique_id", "resource_type", "config.materialized", "raw_code", "depends_on",
+        "--log-level", "none",
+    ]  # fmt: skip
+    invocation = DbtInvocation(args, cwd=project, manifest=manifest)
+    invocation.run()
+    assert invocation.success, f"dbt ls {label} failed: {invocation.error}"
+    return [json.loads(line) for line in invocation.result.result]
+
+
+def built_by_dbt(documents: list[dict[str, Any]]) -> dict[str, str]:
+    """unique_id -> resource_type of the listed nodes dbt build reports a result for.
+
+    dbt build leaves out what dbt ls keeps: ephemeral models (inlined into their children),
+    empty models (its selector drops nodes without code), and unit tests whose model it
+    does not build (it runs a unit test only right before its model).
+    """
+    kept = {
+        doc["unique_id"]: doc
         for doc in documents
-        if doc["resource_type"] in BUILT_BY_DBT_BUILD and doc.get("config.materialized") != "ephemeral"
+        if doc.get("config.materialized") != "ephemeral"
+        and (doc["resource_type"] in ("seed", "unit_test") or doc.get("raw_code", "").strip())
     }
+    return {
+        uid: doc["resource_type"]
+        for uid, doc in kept.items()
+        if doc["resource_type"] != "unit_test" or doc["depends_on"]["nodes"][0] in kept
+    }
+
+
+@pytest.fixture(scope="module")
+def listed(jaffle: Path, parsed, vars_graph: ProjectGraph) -> dict[str, list[dict[str, Any]]]:
+    """``dbt ls`` of every case, captured once."""
+    _, _, manifest = parsed
+    documents = {name: dbt_ls(jaffle, fields, manifest, f"{i}") for i, (name, fields) in enumerate(SELECTIONS.items())}
+    documents["vars"] = dbt_ls(jaffle, VARS_CASE, vars_graph.manifest, "vars")
+    return documents
 
 
 def named(graph: ProjectGraph, prefix: str) -> str:
@@ -107,18 +236,29 @@ def named(graph: ProjectGraph, prefix: str) -> str:
 
 
 @pytest.mark.parametrize("selection", SELECTIONS)
-def test_node_set_is_what_dbt_ls_lists(selection: str, graphs, dbt_ls) -> None:
+def test_node_set_is_what_dbt_ls_lists_narrowed_by_dbt_build(selection: str, graphs, listed) -> None:
     graph = graphs[selection]
-    expected = built_by_dbt(dbt_ls[selection])
+    expected = built_by_dbt(listed[selection])
     assert expected, "the reference selection should not be empty"
-    assert sorted(graph.nodes) == sorted(expected)
     assert {uid: node.resource_type for uid, node in graph.nodes.items()} == expected
 
 
-def test_ephemeral_models_are_listed_by_dbt_but_not_planned(graphs, dbt_ls) -> None:
-    listed = {doc["unique_id"]: doc.get("config.materialized") for doc in dbt_ls["+orders"]}
-    assert listed[EPHEMERAL] == "ephemeral"
-    assert all(EPHEMERAL not in graph.nodes for graph in graphs.values())
+def test_vars_reach_the_rendered_selectors(vars_graph: ProjectGraph, listed, graphs) -> None:
+    assert {uid: node.resource_type for uid, node in vars_graph.nodes.items()} == built_by_dbt(listed["vars"])
+    # by_var picks the tag named by --vars: staging here, marts (its default) without vars.
+    assert set(vars_graph.nodes) == set(graphs["tag:staging"].nodes)
+    assert set(graphs["no flags: the default selector"].nodes) == set(graphs["selector marts_only"].nodes)
+
+
+def test_dbt_build_rules_that_dbt_ls_does_not_apply(graphs, listed) -> None:
+    # dbt ls lists the ephemeral and the empty model; dbt build builds neither.
+    everything_but_marts = {doc["unique_id"] for doc in listed["all but marts"]}
+    assert EPHEMERAL in everything_but_marts and EPHEMERAL not in graphs["all but marts"].nodes
+    assert EMPTY in {doc["unique_id"] for doc in listed["selector marts_only"]}
+    assert all(EPHEMERAL not in graph.nodes and EMPTY not in graph.nodes for graph in graphs.values())
+    # A model's unit test comes with it, and runs before it.
+    with_tests = graphs["a model with its tests"]
+    assert UNIT_TEST in with_tests.nodes and with_tests.nodes[STG_PAYMENTS].parents == (UNIT_TEST,)
 
 
 def test_selections_hold_the_expected_nodes(graphs) -> None:
@@ -129,6 +269,17 @@ def test_selections_hold_the_expected_nodes(graphs) -> None:
     assert ORDERS not in graphs["all but marts"].nodes and SNAPSHOT in graphs["all but marts"].nodes
     assert CUSTOMERS not in graphs["+orders"].nodes
     assert "seed.jaffle_shop.raw_orders" not in graphs["stg_orders+"].nodes
+    assert {uid for uid in graphs["1+customers"].nodes if uid.startswith("model.")} == {
+        ORDERS,
+        CUSTOMERS,
+        STG_CUSTOMERS,
+    }
+    assert {uid for uid in graphs["seeds"].nodes} == {
+        f"seed.jaffle_shop.raw_{name}" for name in ("customers", "orders", "payments")
+    }
+    assert set(graphs["snapshot"].nodes) == {SNAPSHOT}
+    # The relationships test on orders and customers comes with orders alone (eager indirect selection).
+    assert named(graphs["orders: a test on two models"], "relationships_orders_customer_id")
 
 
 @pytest.mark.parametrize("selection", SELECTIONS)
@@ -190,15 +341,58 @@ def test_graph_round_trips_through_its_plan_form(graphs) -> None:
         assert GraphNode.from_dict(json.loads(json.dumps(node.to_dict()))) == node
 
 
-def test_a_selection_matching_nothing_is_a_selection_error(jaffle: Path, graphs) -> None:
+def test_a_selection_matching_nothing_is_a_selection_error(parsed) -> None:
     with pytest.raises(SelectionError) as caught:
-        load(jaffle, "nothing", select=("tag:no_such_tag",))
+        select(parsed, "nothing", select=("tag:no_such_tag",))
     message = str(caught.value)
     assert "--select tag:no_such_tag" in message
     assert "matches no node that dbt build would run" in message
 
 
-def test_a_selection_of_only_an_ephemeral_model_is_a_selection_error(jaffle: Path, graphs) -> None:
-    # dbt ls lists it, but dbt build builds nothing for it.
-    with pytest.raises(SelectionError, match=r"--select int_order_payments matches no node"):
-        load(jaffle, "ephemeral-only", select=("int_order_payments",))
+@pytest.mark.parametrize(
+    "selection",
+    [("int_order_payments",), ("placeholder",), ("test_type:unit",)],
+    ids=["only an ephemeral model", "only an empty model", "only unit tests"],
+)
+def test_a_selection_dbt_build_runs_nothing_of_is_a_selection_error(parsed, selection: tuple[str, ...]) -> None:
+    # dbt ls lists these; dbt build builds nothing for them (a unit test runs only beside its model).
+    with pytest.raises(SelectionError, match=rf"--select {selection[0]} matches no node"):
+        select(parsed, "runs-nothing", select=selection)
+
+
+def test_an_unknown_yaml_selector_is_a_selection_error_naming_it(parsed) -> None:
+    with pytest.raises(SelectionError) as caught:
+        select(parsed, "unknown-selector", selector="no_such_selector")
+    message = str(caught.value)
+    assert message.startswith("dbt could not resolve the selection: Could not find selector named no_such_selector")
+    assert "marts_only" in message  # dbt names the selectors that do exist
+
+
+def test_planning_runs_dbt_once(jaffle: Path, vars_graph: ProjectGraph, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbt.cli.main import dbtRunner
+
+    commands: list[str] = []
+    real_invoke = dbtRunner.invoke
+
+    def recorded(runner: dbtRunner, args: list[str], **kwargs: Any) -> Any:
+        commands.append(args[0])
+        return real_invoke(runner, args, **kwargs)
+
+    monkeypatch.setattr(dbtRunner, "invoke", recorded)  # a spy: every invocation still runs dbt
+    # The vars of the last parse, so that partial parsing starts warm.
+    spec = spec_for(jaffle, select=("+orders",), vars=VARS_CASE["vars"])
+    graph = ProjectGraph.load(spec, Workspace.create(spec, "project-tests", "one-invocation"))
+    assert ORDERS in graph.nodes
+    assert commands == ["parse"]
+
+
+def test_the_plan_is_what_a_real_dbt_build_reports(parsed, real_build: RealBuild) -> None:
+    # Last in the module: the build started with it, so by now it has had time to finish.
+    graph = select(parsed, "build-case", **BUILD_CASE)
+    reported = real_build.results()
+    no_ops = {uid for uid, status in reported.items() if status == "no-op"}
+    assert no_ops == {EXPOSURE}, "dbt build reports the exposure, and builds nothing for it"
+    assert set(graph.nodes) == set(reported) - no_ops
+    # The case reaches the special nodes: a unit test, a seed, an ephemeral and an empty model, an exclusion.
+    assert UNIT_TEST in graph.nodes and "seed.jaffle_shop.raw_payments" in graph.nodes
+    assert EPHEMERAL not in reported and EMPTY not in reported and CUSTOMERS not in reported

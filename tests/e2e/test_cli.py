@@ -81,10 +81,15 @@ def test_no_wait_prints_the_run_id_and_status_follows_it(redis_workers, worker_e
     project = copy_project("watcher", tmp_path)
     profile = json.dumps({"type": "duckdb", "path": str(tmp_path / "w.duckdb")})
     started = dbt_celery(
-        "run", str(project), "--profile-json", profile, "--select", "base", "--no-wait", env=worker_env
-    )
+        "run", str(project), "--profile-json", profile, "--select", "+slow_a", "--no-wait",
+        "--vars", '{"slow_rows": 600000000}', env=worker_env,
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     run_id = started.stdout.strip()
+    # Planning alone (a dbt parse on the worker) outlasts the start of this command: the run is not over.
+    early = dbt_celery("status", run_id, "--json", env=worker_env)
+    assert early.returncode == 3, early.stderr  # still running: not a failure
+    assert json.loads(early.stdout)["status"] in ("queued", "planning", "running")
 
     from dbt_celery.celery.config import create_app, settings_from_env
     from dbt_celery.run import DbtRun
@@ -93,6 +98,10 @@ def test_no_wait_prints_the_run_id_and_status_follows_it(redis_workers, worker_e
     shown = dbt_celery("status", run_id, env=worker_env)
     assert shown.returncode == 0, shown.stderr
     assert "success" in shown.stdout and "base" in shown.stdout
+    document = json.loads(dbt_celery("status", run_id, "--json", env=worker_env).stdout)
+    for node in document["nodes"].values():
+        for field in ("started_at", "finished_at", "recorded_at"):
+            assert node[field].endswith("+00:00"), (field, node[field])  # ISO 8601 with its zone
 
 
 def test_bad_input_found_on_the_worker_gets_one_line_and_exit_2(redis_workers, worker_env, tmp_path):

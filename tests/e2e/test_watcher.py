@@ -19,12 +19,13 @@ import duckdb
 import pytest
 
 from dbt_celery.celery.backends import store_for
-from dbt_celery.core.plan import producer_task_id
+from dbt_celery.celery.messages import send_consumer
+from dbt_celery.core.plan import GraphNode, consumer_task_id, producer_task_id
 from dbt_celery.core.records import NodeState
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.producer import DuplicateProducer, run_producer
 from dbt_celery.run import DbtRun, submit
-from tests.helpers import REPO, copy_project
+from tests.helpers import REPO, CeleryEvents, copy_project
 
 RUN_TIMEOUT = 120
 
@@ -171,28 +172,38 @@ def test_a_second_delivery_of_the_producer_builds_nothing(redis_workers, redis_a
     assert store.producer(run.id).phase.value == "finished"
 
 
-def test_waiting_consumers_poll_as_retries_without_spending_retries(
-    redis_workers, redis_app, watcher_project, tmp_path
-):
+def test_a_waiting_consumer_is_woken_by_its_record_and_runs_once(redis_workers, redis_app, watcher_project, tmp_path):
+    # The idle wait is far longer than the build: a consumer that resolves at all was woken by
+    # the producer when its record landed. Executions are counted from the workers' own events.
     spec = watcher_spec(
-        watcher_project, tmp_path / "w.duckdb", select=("+slow_a+",), vars={"slow_rows": 20_000_000}, retries=1
-    )
-    run = submit(spec, app=redis_app)
-    seen_retry = False
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not (status := run.status()).done:
-        assert time.monotonic() < deadline
-        results = run.results()
-        seen_retry |= results is not None and any(result.state == "RETRY" for result in results.results)
-        time.sleep(0.05)
-
+        watcher_project, tmp_path / "w.duckdb", select=("+slow_a+",), vars={"slow_rows": 20_000_000},
+        idle_wait=3600.0, rearm_after=4 * 3600.0,
+    )  # fmt: skip
+    with CeleryEvents(redis_app) as events:
+        run = submit(spec, app=redis_app)
+        status = run.wait(RUN_TIMEOUT)
     assert status.state == "success"
-    assert seen_retry, "no consumer was ever seen rescheduling itself (state RETRY)"
     outcomes = store_for(redis_app).outcomes(run.id, status.nodes)
-    # The root consumer starts before dbt reaches its node, so it polled at least once.
-    assert outcomes["model.watcher.base"].polls >= 1
-    assert all(outcome.retries == 0 for outcome in outcomes.values())
+    for uid in status.nodes:
+        task_id = consumer_task_id(run.id, uid)
+        assert len(events.of(task_id, "task-started")) == 1, (uid, events.of(task_id))
+        assert events.of(task_id, "task-retried") == []  # waiting is not retrying
+        assert outcomes[uid].polls == 0 and outcomes[uid].retries == 0
     assert all(result.state == "SUCCESS" for result in run.results().results)
+    # The root's consumer was sent before dbt reached it, to wait an hour: only the wake-up explains its end.
+    (waiting, *_) = events.of(consumer_task_id(run.id, "model.watcher.base"), "task-received")
+    assert waiting.get("eta"), waiting
+
+    # The waiting copy arriving after its node resolved is dropped without touching the task.
+    uid = "model.watcher.slow_a"
+    before = redis_app.AsyncResult(consumer_task_id(run.id, uid))._get_task_meta()
+    with CeleryEvents(redis_app) as late:
+        send_consumer(redis_app, run.id, GraphNode.placeholder(uid))
+        probe = submit(watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("base",)), app=redis_app)
+        assert probe.wait(RUN_TIMEOUT).state == "success"  # the stale copy was consumed before this run ended
+    assert late.of(consumer_task_id(run.id, uid), "task-received")
+    assert redis_app.AsyncResult(consumer_task_id(run.id, uid))._get_task_meta() == before
+    assert late.of(consumer_task_id(run.id, uid), "task-succeeded") == []
 
 
 def test_restored_handle_sees_the_same_run(redis_workers, redis_app, watcher_project, tmp_path):
@@ -228,7 +239,9 @@ def test_a_second_run_of_the_same_project_waits_for_the_first(redis_workers, red
 def test_start_run_task_starts_a_run_from_json_as_beat_would(redis_workers, redis_app, watcher_project, tmp_path):
     spec = watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("base",))
     result = redis_app.send_task("dbt_celery.start_run", kwargs={"spec": json.loads(spec.to_json())})
-    run_id = result.get(timeout=60)  # routed to the producer queue, where the standalone worker listens
+    started = result.get(timeout=60)  # routed to the control queue, where the consumer worker listens
+    assert started["skipped"] is False
+    run_id = started["run_id"]
     status = DbtRun.restore(run_id, app=redis_app).wait(RUN_TIMEOUT)
     assert status.state == "success"
     assert status.nodes["model.watcher.base"].status == "success"

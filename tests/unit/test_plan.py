@@ -44,7 +44,9 @@ def test_a_child_is_ready_only_when_all_its_parents_passed(store):
 
 
 def test_a_failure_ends_every_descendant_once(store):
-    assert sorted(fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.FAILED)) == [
+    assert sorted(
+        n.unique_id for n in fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.FAILED)
+    ) == [
         "model.p.d",
         "model.p.e",
     ]
@@ -60,7 +62,9 @@ def test_a_sent_consumer_is_left_to_resolve_itself(store):
 
 
 def test_a_cancelled_node_cancels_its_descendants(store):
-    assert sorted(fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.CANCELLED)) == [
+    assert sorted(
+        n.unique_id for n in fail_descendants(store, "r", "model.p.b", node("b").children, NodeState.CANCELLED)
+    ) == [
         "model.p.d",
         "model.p.e",
     ]

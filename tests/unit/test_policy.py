@@ -51,6 +51,7 @@ def seen(
 # (name, observation, attempt, limits, rule, error)
 CASES = [
     ("nothing yet, producer alive", seen(), FIRST, LIMITS, "waiting", None),
+    ("an upstream failure was recorded for it", seen(outcome=NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed"), reported=False), FIRST, LIMITS, "report", UpstreamFailed),
     ("nothing yet while queued", seen(prod=producer(ProducerPhase.QUEUED), alive=False), FIRST, LIMITS, "waiting", None),
     ("nothing yet on a retry", seen(), RETRIED, LIMITS, "waiting", None),
     ("passed", seen(event(NodeState.SUCCESS, "success")), FIRST, LIMITS, "passed", None),
@@ -111,9 +112,42 @@ def test_decide(name, observation, attempt, limits, rule, error):
 
 
 def test_polls_carry_the_next_attempt_and_never_spend_retries():
-    decision = decide(seen(), Attempt(polls=4, retries=1, builds=1), LIMITS)
+    decision = decide(
+        seen(alive=False, prod=producer(ProducerPhase.QUEUED)), Attempt(polls=4, retries=1, builds=1), LIMITS
+    )
     assert decision.next == Attempt(polls=5, retries=1, builds=1)
     assert decision.countdown == poll_countdown(4, LIMITS.poll_max)
+
+
+def test_a_consumer_waiting_on_a_live_producer_looks_again_only_as_a_safety_net():
+    # The producer wakes it when the node's record lands; the countdown is the long idle wait.
+    decision = decide(seen(), Attempt(polls=1), LIMITS)
+    assert (decision.rule, decision.countdown) == ("waiting", LIMITS.idle_wait)
+    assert LIMITS.idle_wait > LIMITS.poll_max
+
+
+@pytest.mark.parametrize(
+    "outcome, error",
+    [
+        (
+            NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed", message="upstream node x ended failed"),
+            UpstreamFailed,
+        ),
+        (NodeOutcome(NodeState.CANCELLED, "cancelled", message="cancelled"), RunCancelled),
+        (NodeOutcome(NodeState.FAILED, "timed_out", message="the run's timeout passed"), WaitTimedOut),
+    ],
+)
+def test_an_outcome_recorded_for_a_node_is_reported_once_by_its_own_task(outcome, error):
+    decision = decide(seen(outcome=outcome, reported=False), FIRST, LIMITS)
+    assert (decision.rule, decision.action, decision.error, decision.state) == (
+        "report",
+        Action.REPORT,
+        error,
+        outcome.state,
+    )
+    assert decision.reason == outcome.message
+    # Once reported, every later copy is dropped.
+    assert decide(seen(outcome=outcome, reported=True), FIRST, LIMITS).rule == "stale"
 
 
 def test_a_genuine_retry_resets_polls_and_counts_one_retry():

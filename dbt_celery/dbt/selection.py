@@ -1,0 +1,83 @@
+"""The nodes a run's ``dbt build`` selects, resolved on the parsed manifest by the loaded dbt itself.
+
+No second dbt invocation (``dbt ls``) is needed: the producer's own build command line is
+turned into dbt's flags (so environment variables and the project's ``flags:`` count, as
+they do for the build), the project is loaded the way ``dbt build`` loads it (selectors.yml
+rendered with the run's vars and target, a ``default: true`` selector applied), and dbt's
+``BuildTask`` selects on the graph ``dbt build`` schedules on (test edges included). That
+way --select, --exclude, --selector, indirect selection of tests, the resource types of
+build and the skipping of empty models are all dbt's own rules, never a copy of them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+from typing import Any
+
+from dbt_celery.core.spec import RunSpec
+from dbt_celery.dbt.commands import Workspace, build_command
+
+# dbt keeps its flags per process: set them only while no in-process invocation runs.
+from dbt_celery.dbt.invocation import _IN_PROCESS_LOCK, _working_directory
+from dbt_celery.errors import SelectionError
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What ``dbt build`` would select, with the graph it selected on."""
+
+    #: Every node dbt build's selector returns, unit tests included (ephemeral models too).
+    unique_ids: frozenset[str]
+    #: dbt's ``Graph`` of the whole project with the test edges ``dbt build`` adds.
+    graph: Any = dataclasses.field(compare=False, repr=False)
+
+
+def resolve(spec: RunSpec, workspace: Workspace, manifest: Any) -> Selection:
+    """Select the nodes of ``spec``'s ``dbt build`` on ``manifest``, raising :class:`SelectionError` if dbt cannot."""
+    with _IN_PROCESS_LOCK, _working_directory(spec.project_dir):
+        # A copied context keeps dbt's invocation context (its view of the environment) to this call.
+        return contextvars.copy_context().run(_resolve, build_command(spec, workspace), manifest)
+
+
+def linked_graph(manifest: Any) -> Any:
+    """dbt's ``Graph`` of ``manifest`` with the test edges of ``dbt build``, under the current dbt flags."""
+    from dbt.compilation import Linker
+    from dbt.graph import Graph
+
+    linker = Linker()
+    linker.link_graph(manifest)  # raises RuntimeError naming a cycle
+    manifest.build_parent_and_child_maps()
+    linker.add_test_edges(manifest)
+    return Graph(linker.graph)
+
+
+def _resolve(build_args: list[str], manifest: Any) -> Selection:
+    from dbt.cli.flags import Flags, args_to_context
+    from dbt.config.runtime import RuntimeConfig
+    from dbt.flags import get_flags, set_flags
+    from dbt.task.build import BuildTask
+    from dbt_common.context import set_invocation_context
+    from dbt_common.exceptions import DbtBaseException
+
+    previous = get_flags()
+    try:
+        flags = Flags(args_to_context(build_args))
+        set_flags(flags)
+        set_invocation_context(dict(os.environ))  # env_var() in profiles.yml and selectors.yml
+        graph = linked_graph(manifest)
+        task = BuildTask(flags, RuntimeConfig.from_args(flags), manifest)
+        task.graph = graph
+        # As dbt build's get_graph_queue: unit tests included (dbt runs them beside their model).
+        selected = task.get_node_selector(no_unit_tests=False).get_selected(task.get_selection_spec())
+    except (RuntimeError, DbtBaseException) as exc:  # DbtRuntimeError is a RuntimeError; so is a cycle
+        raise SelectionError(f"dbt could not resolve the selection: {_one_line(exc)}") from None
+    finally:
+        set_flags(previous)
+    return Selection(unique_ids=frozenset(selected), graph=graph)
+
+
+def _one_line(exc: BaseException) -> str:
+    """dbt's own message, without the "Runtime Error" heading its exceptions print."""
+    return " ".join(str(getattr(exc, "msg", None) or exc).split())
