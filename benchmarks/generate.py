@@ -1,10 +1,16 @@
 """Synthetic DuckDB dbt projects for the benchmarks: N models in layers, one test per model.
 
-Models sit in layers (``models/layer_07/m_0123.sql``); a model of layer L > 0 selects
-from 1 to ``max_parents`` models of earlier layers, at least one of them from layer
+Models sit in layers (``models/layer_07/m_0123.sql``); a model of layer L > 0 depends
+on 1 to ``max_parents`` models of earlier layers, at least one of them from layer
 L - 1, so the DAG is exactly ``layers`` models deep. Layer-0 models read a seed when
-the project has seeds, else nothing. Every model is a table of ``rows`` rows built
-from DuckDB's ``range()`` (the per-model cost knob) and has one ``not_null`` test.
+the project has seeds, else nothing. Every model builds ``rows`` rows from DuckDB's
+``range()`` (the per-model cost knob) and, unless ``tests=False``, has one ``not_null`` test.
+
+Tables (the default) read their parents (``select count(*) from {{ ref(...) }}``). Views
+only *declare* them (dbt's ``-- depends_on: {{ ref(...) }}`` comment) and never query
+them: DuckDB binds a view's whole ancestry when it creates it, so views that read their
+parents would cost more with every layer, and the ``views`` profile is meant to be the
+cheapest node dbt can build.
 
 Nothing here imports dbt or Celery; a project is plain files plus the list of its
 nodes in a topological order, which the naive baseline needs.
@@ -22,6 +28,7 @@ PROJECT_NAME = "bench"
 #: Rows each model builds with ``range()``; the per-model cost knob.
 DEFAULT_ROWS = 100_000
 DEFAULT_MAX_PARENTS = 5
+MATERIALIZATIONS = ("table", "view")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +41,9 @@ class Shape:
     max_parents: int = DEFAULT_MAX_PARENTS
     rows: int = DEFAULT_ROWS
     random_seed: int = 7
+    materialized: str = "table"  # table | view
+    tests: bool = True  # one not_null test per model
+
 
     def __post_init__(self) -> None:
         if self.models < 1:
@@ -42,6 +52,8 @@ class Shape:
             raise ValueError("max_parents must be at least 1")
         if self.seeds < 0 or self.rows < 1:
             raise ValueError("seeds must be >= 0 and rows >= 1")
+        if self.materialized not in MATERIALIZATIONS:
+            raise ValueError(f"materialized must be one of {MATERIALIZATIONS}, not {self.materialized!r}")
 
     @property
     def layer_count(self) -> int:
@@ -93,10 +105,10 @@ class Project:
 def generate(shape: Shape, root: Path) -> Project:
     """Write a project of ``shape`` into ``root/bench_<models>`` and return it."""
     rng = random.Random(shape.random_seed)
-    path = root / f"{PROJECT_NAME}_{shape.models}"
+    path = root / f"{PROJECT_NAME}_{shape.models}{_suffix(shape)}"
     (path / "models").mkdir(parents=True, exist_ok=True)
     (path / "seeds").mkdir(parents=True, exist_ok=True)
-    (path / "dbt_project.yml").write_text(_project_yml())
+    (path / "dbt_project.yml").write_text(_project_yml(shape.materialized))
 
     nodes: list[Node] = []
     seeds = [f"seed_{i:02d}" for i in range(1, shape.seeds + 1)]
@@ -120,12 +132,23 @@ def generate(shape: Shape, root: Path) -> Project:
                 if depth
                 else ([seeds[rng.randrange(len(seeds))]] if seeds else [])
             )
-            (folder / f"{name}.sql").write_text(_model_sql(parents, shape.rows, index))
+            sql = (_view_sql if shape.materialized == "view" else _model_sql)(parents, shape.rows, index)
+            (folder / f"{name}.sql").write_text(sql)
             nodes.append(Node("model", name, tuple(parents)))
-            nodes.append(Node("test", f"not_null_{name}_id", (name,)))
-        (folder / "schema.yml").write_text(_schema_yml(names))
+            if shape.tests:
+                nodes.append(Node("test", f"not_null_{name}_id", (name,)))
+        if shape.tests:
+            (folder / "schema.yml").write_text(_schema_yml(names))
         earlier.extend(names)
     return Project(path, shape, tuple(nodes))
+
+
+def _suffix(shape: Shape) -> str:
+    """Keeps projects of different kinds but the same size apart (``bench_200``, ``bench_200_rows2000``)."""
+    parts = [] if shape.rows == DEFAULT_ROWS else [f"rows{shape.rows}"]
+    parts += [] if shape.materialized == "table" else [shape.materialized + "s"]
+    parts += [] if shape.tests else ["notests"]
+    return "".join(f"_{part}" for part in parts)
 
 
 def _layers(shape: Shape) -> list[int]:
@@ -153,6 +176,11 @@ def _model_sql(parents: list[str], rows: int, salt: int) -> str:
     )
 
 
+def _view_sql(parents: list[str], rows: int, salt: int) -> str:
+    declared = "".join(f"-- depends_on: {{{{ ref('{p}') }}}}\n" for p in parents)
+    return f"{declared}select r.range as id, (r.range * 31 + {salt}) % 1000003 as v\nfrom range({rows}) as r\n"
+
+
 def _schema_yml(names: list[str]) -> str:
     entries = "".join(
         f"  - name: {name}\n    columns:\n      - name: id\n        data_tests:\n          - not_null\n"
@@ -161,7 +189,7 @@ def _schema_yml(names: list[str]) -> str:
     return f"version: 2\n\nmodels:\n{entries}"
 
 
-def _project_yml() -> str:
+def _project_yml(materialized: str) -> str:
     return textwrap.dedent(
         f"""\
         name: {PROJECT_NAME}
@@ -174,6 +202,6 @@ def _project_yml() -> str:
           send_anonymous_usage_stats: false
         models:
           {PROJECT_NAME}:
-            +materialized: table
+            +materialized: {materialized}
         """
     )

@@ -94,6 +94,7 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", help="a YAML selector of the project")
     parser.add_argument("--vars", help='dbt vars as JSON or YAML, e.g. \'{"day": "2026-01-01"}\'')
     parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--empty", action="store_true", help="dbt --empty: refs and sources read as zero rows")
     parser.add_argument("--target", "-t")
     parser.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
     parser.add_argument("--profile-json", help="a built-in profile mapping as JSON instead of profiles.yml")
@@ -294,6 +295,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         selector=args.selector,
         vars=args.vars,
         full_refresh=args.full_refresh,
+        empty=args.empty,
         invocation=args.invocation,
         retries=args.retries,
         **options,

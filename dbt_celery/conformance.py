@@ -3,7 +3,7 @@
 :func:`compare` runs a plain ``dbt build`` (a dbt CLI process) and a dbt-celery run of
 the same selection, then compares them node by node: dbt-celery's ``dbt_status`` must be
 the status in the reference ``run_results.json``, and its final status the outcome that
-status maps to (:data:`dbt_celery.core.records.DBT_STATUS_OUTCOMES`; a build skip is an
+status maps to (:data:`dbt_celery.core.records.DBT_STATUS_STATES`; a build skip is an
 upstream failure). A node on one side only is a difference. ``dbt-celery conformance``
 runs it on any project.
 """
@@ -62,7 +62,11 @@ class ConformanceReport:
 
 
 def reference_statuses(spec: RunSpec) -> dict[str, str]:
-    """Run plain ``dbt build`` as a dbt CLI process; return each built node's raw status."""
+    """Run plain ``dbt build`` as a dbt CLI process; return each built node's raw status.
+
+    The command line is the producer's (:func:`build_command`): the spec's selection, vars,
+    ``--full-refresh``, ``--empty`` and threads, so both sides build the same thing.
+    """
     workspace = Workspace.create(spec, f"conformance-{uuid.uuid4()}", "reference")
     invocation = DbtInvocation(build_command(spec, workspace), mode="subprocess", cwd=spec.project_dir)
     invocation.run()

@@ -82,8 +82,6 @@ class RedshiftProxy:
         self.tls_sessions = 0
         #: How many times a client asked for TLS (and was told no, without ``tls``).
         self.ssl_requests = 0
-        #: The user names clients signed in with, over all connections.
-        self.users: set[str] = set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -145,8 +143,10 @@ class RedshiftProxy:
                 _close(server)
 
     def _startup(self, client: socket.socket) -> tuple[socket.socket, bytes | None]:
-        """Read the client's opening messages; return the client socket (TLS or not) and
-        what to send PostgreSQL first (None: hang up)."""
+        """Read the client's opening messages: the client's socket (TLS or not), and what to send PostgreSQL first.
+
+        ``None`` instead of the message means: hang up.
+        """
         while True:
             body = _read_message(client)
             code = struct.unpack("!i", body[:4])[0]
@@ -170,7 +170,6 @@ class RedshiftProxy:
             kept = {name: value for name, value in parameters.items() if name not in self.strip}
             with self._lock:
                 self.stripped |= set(parameters) - set(kept)
-                self.users.add(parameters.get("user", ""))
             return client, _frame(struct.pack("!i", PROTOCOL_V3) + _pack_parameters(kept))
 
     def _authenticate(self, client: socket.socket, parameters: dict[str, str]) -> bool:
@@ -187,7 +186,7 @@ class RedshiftProxy:
 
 
 # -- relaying --------------------------------------------------------------------------------
-class _ServerHandshake:
+class ServerHandshake:
     """Passes the server's bytes on; until ReadyForQuery, message by message, trimming ``server_version``."""
 
     def __init__(self) -> None:
@@ -195,6 +194,7 @@ class _ServerHandshake:
         self.ready = False
 
     def feed(self, data: bytes) -> bytes:
+        """Take bytes from the server; return the bytes to send the client now."""
         if self.ready:
             return data
         self.buffer += data
@@ -220,7 +220,7 @@ def _plain_version(value: bytes) -> bytes:
 
 def _relay(client: socket.socket, server: socket.socket) -> None:
     """Copy bytes both ways in one thread (an SSL socket must not be read and written at once)."""
-    handshake = _ServerHandshake()
+    handshake = ServerHandshake()
     while True:
         pending = isinstance(client, ssl.SSLSocket) and client.pending() > 0
         readable = [client] if pending else select.select([client, server], [], [])[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from typing import Any, Callable, Iterable
 
@@ -25,7 +26,7 @@ from dbt_celery.celery.kombu_fix import keep_workers_alive_across_redis_restarts
 from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, send_run, wake_consumers
 from dbt_celery.celery.signals import announce, run_finished, run_started
 from dbt_celery.celery.watchdog import tend
-from dbt_celery.core.overlap import take_turn, target_key
+from dbt_celery.core.overlap import Admission, admit, check_policy, location_key, take_turn, target_key
 from dbt_celery.core.plan import (
     consumer_task_id,
     producer_task_id,
@@ -38,6 +39,7 @@ from dbt_celery.errors import (
     BuildFailed,
     ConfigurationError,
     NodeError,
+    ProfileError,
 )
 
 log = logging.getLogger(__name__)
@@ -152,11 +154,7 @@ def start_run(self: Task, spec: dict[str, Any], overlap: str = "skip") -> dict[s
     schedule does not pile up), ``queue`` (the run waits its turn) or ``cancel_previous``.
     Returns ``{"run_id", "skipped", "reason", "cancelled"}``; a skipped start has no run id.
     """
-    import uuid
-
-    from dbt_celery.core.overlap import Admission, admit, check_policy, location_key
     from dbt_celery.dbt.target import target_identity
-    from dbt_celery.errors import ProfileError
 
     check_policy(overlap)
     run_spec = RunSpec.from_dict(spec)

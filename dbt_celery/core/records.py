@@ -49,6 +49,7 @@ DBT_STATUS_STATES: dict[str, NodeState] = {
     "no-op": NodeState.SUCCESS,  # nothing to do (exposures, some materializations)
     "error": NodeState.FAILED,  # node raised (SQL error, compile error)
     "fail": NodeState.FAILED,  # test found failing rows
+    "partial success": NodeState.FAILED,  # microbatch model, some batches failed: dbt skips what depends on it
     "runtime error": NodeState.FAILED,  # freshness could not be checked
     "skipped": NodeState.SKIPPED,
 }

@@ -46,7 +46,8 @@ class RunSpec:
     waiting never count against it. ``heartbeat_timeout`` is the lease of whoever
     builds; ``rearm_after`` the silence after which a consumer's message counts as lost;
     ``idle_wait`` the countdown of a consumer whose node dbt has not reached (the producer
-    wakes it sooner: this is only the safety net).
+    wakes it sooner: this is only the safety net). ``empty`` is dbt's ``--empty``: refs and
+    sources read as zero rows (seeds still load).
     """
 
     project_dir: str
@@ -59,6 +60,7 @@ class RunSpec:
     selector: str | None = None
     vars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     full_refresh: bool = False
+    empty: bool = False
     invocation: str = "in_process"
     retries: int = 1
     retry_delay: float = 1.0

@@ -2,7 +2,7 @@
 
 Every invocation gets its own workspace (target path, log path, rendered profile) so
 that runs on the same project never overwrite each other's artifacts. Fallback
-commands carry only the user's run-level flags (target, vars, full refresh), per
+commands carry only the user's run-level flags (target, vars, full refresh, empty), per
 command type, never the producer's own (log format, selection).
 """
 
@@ -31,9 +31,15 @@ FALLBACK_COMMANDS = {
     "test": "test",
     "unit_test": "test",
     "function": "build",
+    # Nothing to build: dbt reports them no-op; a build of the one node says so again.
+    "exposure": "build",
+    "saved_query": "build",
 }
 # Commands that accept --full-refresh.
 _FULL_REFRESH_COMMANDS = {"build", "run", "seed"}
+# Commands that accept --empty (dbt 1.11: not seed, which loads its file whole under
+# `build --empty` too, nor test, which reads the tables the run built).
+_EMPTY_COMMANDS = {"build", "run", "snapshot"}
 # Make an empty selection an error instead of a silent success (dbt exits 0 otherwise).
 _EMPTY_SELECTION_IS_ERROR = json.dumps({"error": ["NoNodesForSelectionCriteria"]})
 
@@ -166,6 +172,8 @@ def build_command(spec: RunSpec, workspace: Workspace, selectors: list[str] | No
     args = ["build", *common_args(spec, workspace), *selection]
     if spec.full_refresh:
         args.append("--full-refresh")
+    if spec.empty:
+        args.append("--empty")
     if spec.threads:
         args += ["--threads", str(spec.threads)]
     return args
@@ -177,5 +185,7 @@ def fallback_command(spec: RunSpec, workspace: Workspace, resource_type: str, se
     args = [command, *common_args(spec, workspace), "--select", selector]
     if spec.full_refresh and command in _FULL_REFRESH_COMMANDS:
         args.append("--full-refresh")
+    if spec.empty and command in _EMPTY_COMMANDS:
+        args.append("--empty")
     args += ["--warn-error-options", _EMPTY_SELECTION_IS_ERROR]
     return args

@@ -4,7 +4,9 @@ The producer and inline builds learn a node's result from dbt's ``NodeFinished``
 (in-process callback or ``--log-format json`` line, both as the same dict) or, for
 nodes dbt never reported, from ``run_results.json``. The status to trust is
 ``NodeFinished.data.run_result.status``; a skip counts as "upstream failed" when a
-``SkippingDetails`` / ``LogSkipBecauseError`` event named the node first.
+``SkippingDetails`` / ``LogSkipBecauseError`` event named the node first. A microbatch
+model fires a ``NodeFinished`` for each of its batches before its own: those are not the
+node's result (a ``LogBatchResult`` precedes each one) and are dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Mapping
 from dbt_celery.core.records import NodeEvent, state_for, utc_iso
 
 #: dbt events the stream is built from; every other event is dropped unread.
-STREAM_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError"})
+STREAM_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError", "LogBatchResult"})
 # Events that mean "this node is skipped because something upstream failed".
 _UPSTREAM_SKIP_EVENTS = frozenset({"SkippingDetails", "LogSkipBecauseError"})
 # dbt's message on a node skipped because an ephemeral model it inlines failed.
@@ -26,6 +28,8 @@ class NodeEventParser:
 
     def __init__(self) -> None:
         self._upstream_skipped: set[str] = set()
+        # Batches of a microbatch model whose result line came but whose NodeFinished did not yet.
+        self._batches_pending: dict[str, int] = {}
 
     def feed(self, name: str, data: Mapping[str, Any]) -> NodeEvent | None:
         """Take one event; return a record when it is a node's final event."""
@@ -35,7 +39,14 @@ class NodeEventParser:
         if name in _UPSTREAM_SKIP_EVENTS:
             self._upstream_skipped.add(unique_id)
             return None
+        if name == "LogBatchResult":
+            self._batches_pending[unique_id] = self._batches_pending.get(unique_id, 0) + 1
+            return None
         if name == "NodeFinished":
+            if self._batches_pending.get(unique_id):
+                # One batch's status ("success" for the first while a later one fails), not the model's.
+                self._batches_pending[unique_id] -= 1
+                return None
             result = data.get("run_result") or {}
             # An "ERROR SKIP" (a failed ephemeral parent) fires LogSkipBecauseError without
             # node_info; dbt's message on the skipped node is the only trace of it.

@@ -19,8 +19,11 @@ from dbt_celery.dbt.commands import Workspace, parse_command
 from dbt_celery.dbt.invocation import DbtInvocation
 from dbt_celery.errors import DbtInvocationError, ProfileError, SelectionError
 
-#: Resource types ``dbt build`` executes, each of which gets a consumer.
-BUILDABLE_TYPES = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function"})
+#: Resource types ``dbt build`` reports a result for, each of which gets a consumer
+#: (exposures and saved queries as ``no-op``).
+BUILDABLE_TYPES = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function", "exposure", "saved_query"})
+#: The manifest collections those nodes live in.
+_COLLECTIONS = ("nodes", "unit_tests", "functions", "exposures", "saved_queries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,7 @@ class ProjectGraph:
 
         nodes = {}
         for uid in parents:
-            node = manifest.unit_tests[uid] if uid in unit_tests else manifest.nodes[uid]
+            node = _lookup(manifest, uid)
             nodes[uid] = GraphNode(
                 unique_id=uid,
                 resource_type=str(node.resource_type),
@@ -143,8 +146,17 @@ def _buildable(manifest: Any, selected: Iterable[str]) -> set[str]:
     return set(_with_their_models(manifest, [uid for uid in selected if _is_buildable(manifest, uid)]))
 
 
+def _lookup(manifest: Any, unique_id: str) -> Any:
+    """A node, unit test, function, exposure or saved query of the manifest (None if none)."""
+    for collection in _COLLECTIONS:
+        node = getattr(manifest, collection, {}).get(unique_id)
+        if node is not None:
+            return node
+    return None
+
+
 def _is_buildable(manifest: Any, unique_id: str) -> bool:
-    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+    node = _lookup(manifest, unique_id)
     if node is None or str(node.resource_type) not in BUILDABLE_TYPES:
         return False
     # Ephemeral models are inlined into their children: dbt builds nothing for them.

@@ -2,7 +2,7 @@
 
 The example project is copied once, with additions that exercise dbt build's own rules: an
 empty model (dbt build leaves it out, dbt ls lists it), a unit test, an exposure (dbt build
-reports it as a no-op: nothing to plan) and a selector rendered from --vars that is also the
+reports it as a no-op, so it is planned too) and a selector rendered from --vars that is also the
 project's default. The copy is parsed once and every case is selected on that one manifest.
 
 Two references, both dbt's own: for every case, ``dbt ls`` with the same flags, captured once
@@ -47,8 +47,8 @@ SELECTIONS: dict[str, dict[str, Any]] = {
 VARS_CASE = {"selector": "by_var", "vars": {"pick_tag": "staging"}}
 #: The case a real ``dbt build`` runs: graph operators, a tag, an exclusion, and every special node.
 BUILD_CASE = {"select": ("+orders+", "tag:marts"), "exclude": ("customers",)}
-#: The resource types dbt build executes (it reports exposures and saved queries as no-ops).
-BUILT_BY_DBT_BUILD = ("model", "seed", "snapshot", "test", "unit_test", "function")
+#: The resource types dbt build reports a result for (exposures and saved queries as no-ops).
+BUILT_BY_DBT_BUILD = ("model", "seed", "snapshot", "test", "unit_test", "function", "exposure", "saved_query")
 
 ORDERS = "model.jaffle_shop.orders"
 CUSTOMERS = "model.jaffle_shop.customers"
@@ -134,15 +134,14 @@ class RealBuild:
             "--target-path", str(root / "target"), "--log-path", str(root / "logs"), *dbt_flags(BUILD_CASE),
         ]  # fmt: skip
         env = {**os.environ, "DBT_DUCKDB_PATH": str(root / "build.duckdb")}
-        self.target = root / "target"
-        self.process = subprocess.Popen(
-            command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        self.target, self.output = root / "target", root / "output.txt"
+        with self.output.open("w") as output:  # a file, not a pipe: nobody reads it while dbt runs
+            self.process = subprocess.Popen(command, cwd=project, env=env, stdout=output, stderr=subprocess.STDOUT)
 
     def results(self) -> dict[str, str]:
         """unique_id -> status of every entry of its run_results.json."""
-        out, _ = self.process.communicate(timeout=240)
-        assert self.process.returncode == 0, f"dbt build failed:\n{out}"
+        returncode = self.process.wait(timeout=240)
+        assert returncode == 0, f"dbt build failed:\n{self.output.read_text()}"
         documents = json.loads((self.target / "run_results.json").read_text())["results"]
         return {result["unique_id"]: result["status"] for result in documents}
 
@@ -210,7 +209,7 @@ def built_by_dbt(documents: list[dict[str, Any]]) -> dict[str, str]:
         doc["unique_id"]: doc
         for doc in documents
         if doc.get("config.materialized") != "ephemeral"
-        and (doc["resource_type"] in ("seed", "unit_test") or doc.get("raw_code", "").strip())
+        and (doc["resource_type"] in ("seed", "unit_test", "exposure", "saved_query") or doc.get("raw_code", "").strip())
     }
     return {
         uid: doc["resource_type"]
@@ -391,8 +390,9 @@ def test_the_plan_is_what_a_real_dbt_build_reports(parsed, real_build: RealBuild
     graph = select(parsed, "build-case", **BUILD_CASE)
     reported = real_build.results()
     no_ops = {uid for uid, status in reported.items() if status == "no-op"}
-    assert no_ops == {EXPOSURE}, "dbt build reports the exposure, and builds nothing for it"
-    assert set(graph.nodes) == set(reported) - no_ops
+    assert no_ops == {EXPOSURE}, "dbt build reports the exposure (a no-op)"
+    assert set(graph.nodes) == set(reported)  # the exposure too: the run's status shows every node dbt reports
+    assert graph.nodes[EXPOSURE].parents  # chained after the models it depends on
     # The case reaches the special nodes: a unit test, a seed, an ephemeral and an empty model, an exclusion.
     assert UNIT_TEST in graph.nodes and "seed.jaffle_shop.raw_payments" in graph.nodes
     assert EPHEMERAL not in reported and EMPTY not in reported and CUSTOMERS not in reported

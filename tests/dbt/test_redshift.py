@@ -43,7 +43,7 @@ from tests.redshift_proxy import (
     REDSHIFT_SMALL_KINDS,
     REDSHIFT_SMALL_ROWS,
     RedshiftProxy,
-    _ServerHandshake,
+    ServerHandshake,
     proxy_profile,
     schema_contents,
     throwaway_tls,
@@ -75,7 +75,10 @@ FORMS: dict[str, dict[str, Any]] = {
         **BASE, "method": "iam", "host": CUSTOM_HOST, "region": "eu-west-1", "user": "loader",
         "cluster_id": "example", "iam_profile": "etl",
     },
-    "iam-role": {**BASE, "method": "iam_role", "host": PROVISIONED_HOST, "cluster_id": "example", "iam_profile": "etl"},
+    "iam-role": {
+        **BASE, "method": "iam_role", "host": PROVISIONED_HOST, "cluster_id": "example", "iam_profile": "etl",
+        "ra3_node": True, "port": 5440,
+    },
     "serverless-iam-role": {**BASE, "method": "iam_role", "host": WORKGROUP_HOST},
     "serverless-iam-user": {
         **BASE, "method": "iam", "host": CUSTOM_HOST, "is_serverless": True, "serverless_work_group": "analytics",
@@ -106,8 +109,8 @@ RENDERED: dict[str, dict[str, Any]] = {
         "iam_profile": "etl",
     },
     "iam-role": {
-        "type": "redshift", "method": "iam_role", "host": PROVISIONED_HOST, "port": 5439, "dbname": "analytics",
-        "schema": "staging", "threads": 4, "cluster_id": "example", "iam_profile": "etl",
+        "type": "redshift", "method": "iam_role", "host": PROVISIONED_HOST, "port": 5440, "dbname": "analytics",
+        "schema": "staging", "threads": 4, "cluster_id": "example", "iam_profile": "etl", "ra3_node": True,
     },
     "serverless-iam-role": {
         "type": "redshift", "method": "iam_role", "host": WORKGROUP_HOST, "port": 5439, "dbname": "analytics",
@@ -324,6 +327,8 @@ REFUSED_AT_CONNECT = {
         {"method": "iam", "host": WORKGROUP_HOST}, "'user' field(s) are required for 'iam' credentials method"),
     "password-without-password": (
         {"host": PROVISIONED_HOST, "user": "loader"}, "'password' field(s) are required for 'database'"),
+    "password-without-user": (
+        {"host": PROVISIONED_HOST, "password": "pw"}, "'user' field(s) are required for 'database'"),
 }  # fmt: skip
 
 
@@ -353,8 +358,8 @@ IGNORED = {
         {"cluster_identifier": None, "profile": None, "iam": None}),
     "workgroup-on-a-cluster": (
         {"method": "iam", "host": PROVISIONED_HOST, "cluster_id": "example", "user": "loader",
-         "serverless_work_group": "analytics"},
-        {"serverless_work_group": None}),
+         "serverless_work_group": "analytics", "serverless_acct_id": "123456789012"},
+        {"serverless_work_group": None, "serverless_acct_id": None}),
 }  # fmt: skip
 
 
@@ -602,7 +607,7 @@ def test_the_proxy_trims_a_distribution_server_version() -> None:
     body = b"server_version\x00" + debian + b"\x00"
     status = b"S" + struct.pack("!i", len(body) + 4) + body
     ready = b"Z" + struct.pack("!i", 5) + b"I"
-    relayed = _ServerHandshake().feed(status + ready + b"later bytes pass as they are")
+    relayed = ServerHandshake().feed(status + ready + b"later bytes pass as they are")
     assert (
         relayed
         == b"S" + struct.pack("!i", 25) + b"server_version\x0015.20\x00" + ready + b"later bytes pass as they are"

@@ -43,7 +43,7 @@ RECOVERY = "conformance/recovery"
 
 # What plain `dbt build` says of the features project on a fresh warehouse (and on the
 # incremental and full-refresh runs after it): every node not listed passes.
-FEATURES_NODES = 68
+FEATURES_NODES = 70
 FEATURES_NOT_PASSING = {
     ("model", "broken"): "error",  # a model that errors
     ("model", "broken_child"): "skipped",
@@ -56,9 +56,12 @@ FEATURES_NOT_PASSING = {
     ("unit_test", "order_size_expects_the_wrong_size"): "fail",  # a failing unit test...
     ("model", "order_size"): "skipped",  # ...skips its model and the model's children
     ("model", "order_size_summary"): "skipped",
+    ("exposure", "broken_report"): "skipped",  # an exposure on a skipped model (revenue_dashboard: no-op)
 }
 # Nodes the fixture is there to cover, which must be in every whole-project build.
 FEATURES_COVERS = {
+    ("exposure", "revenue_dashboard"),  # dbt build reports exposures as no-op
+    ("exposure", "broken_report"),  # ...also one whose upstream failed
     ("seed", "raw_customers"),
     ("seed", "raw_orders"),
     ("snapshot", "customers_snapshot"),
@@ -126,7 +129,7 @@ def check_features_reference(report: ConformanceReport, not_passing: dict[tuple[
     """The reference build itself ended as the fixture says (guards the fixture, not dbt-celery)."""
     reference = by_name(report.reference)
     assert len(reference) == nodes, sorted(reference)
-    assert {key: status for key, status in reference.items() if status not in ("success", "pass")} == not_passing
+    assert {key: status for key, status in reference.items() if status not in ("success", "pass", "no-op")} == not_passing
     assert not FEATURES_ABSENT & set(reference)
 
 
@@ -360,3 +363,80 @@ def test_upstream_test_failure_is_repaired_like_a_clean_build(redis_workers, red
     assert len(repaired) == 4
     assert status.nodes["model.recovery.guarded"].resolved_by == "producer"
     check_fallbacks(status, store, repaired)
+
+
+# -- newer dbt features: microbatch, contracts, Python models, check snapshots, --empty -----
+EXTRAS = "conformance/dbt_extras"
+EXTRAS_NODES = 20
+# What plain `dbt build` says of the dbt_extras project on a fresh warehouse, with the
+# 2025 batch of events_fragile failing: every node not listed passes.
+EXTRAS_FRESH_NOT_PASSING = {
+    ("model", "events_fragile"): "partial success",  # 2 of its 3 yearly batches built...
+    ("test", "not_null_events_fragile_id"): "skipped",  # ...which dbt treats as an error below it
+    ("model", "events_fragile_report"): "skipped",
+    ("model", "contract_wrong_type"): "error",  # enforced contract, wrong data type
+    ("model", "contract_wrong_type_child"): "skipped",
+    ("model", "constraint_not_null"): "error",  # not_null constraint violated
+    ("model", "constraint_not_null_child"): "skipped",
+    ("model", "py_raises"): "error",  # a Python model that raises
+    ("model", "py_raises_child"): "skipped",
+}
+# The second run, on new data with the 2026 batch failing: the snapshot whose check_cols
+# names a missing column fails now that its table exists.
+EXTRAS_SECOND_NOT_PASSING = {
+    **EXTRAS_FRESH_NOT_PASSING,
+    ("snapshot", "customers_missing_check_col"): "error",
+}
+# Then --empty: no rows, so the not_null constraint holds.
+EXTRAS_EMPTY_NOT_PASSING = {
+    key: status for key, status in EXTRAS_SECOND_NOT_PASSING.items() if key[1] not in
+    ("constraint_not_null", "constraint_not_null_child")
+}  # fmt: skip
+
+
+def extras_next_batch(project: Path) -> None:
+    """New data for the second run: carol's tier changes, bob moves, a November 2026 event."""
+    customers = project / "seeds" / "raw_customers.csv"
+    text = customers.read_text()
+    assert "3,carol,bronze,Lyon" in text and "2,bob,silver,Ghent" in text
+    customers.write_text(text.replace("3,carol,bronze,Lyon", "3,carol,silver,Lyon").replace("Ghent", "Antwerp"))
+    events = project / "seeds" / "raw_events.csv"
+    events.write_text(events.read_text() + "5,2026-11-20 12:00:00,50\n")
+
+
+def compare_extras(redis_app, project: Path, workdir: Path, mode: str, step: str, fail_year: int, **options: Any):
+    """One conformance step on the dbt_extras project; returns the warehouse both sides built."""
+    reference, candidate = specs(project, workdir, mode, vars={"fail_year": fail_year}, **options)
+    report = compare(reference, candidate, app=redis_app, timeout=RUN_TIMEOUT)
+    reference_nodes = by_name(report.reference)
+    assert len(reference_nodes) == EXTRAS_NODES, sorted(reference_nodes)
+    not_passing = {key: status for key, status in reference_nodes.items() if status not in ("success", "pass")}
+    check(report, step)
+    built = warehouse(workdir / "reference.duckdb")
+    assert warehouse(workdir / "candidate.duckdb") == built, step
+    return not_passing, built
+
+
+@pytest.mark.timeout(3 * RUN_TIMEOUT + 60)
+@pytest.mark.parametrize("mode", ["in_process", "subprocess"])
+def test_newer_dbt_features_fresh_then_second_run_then_empty(redis_workers, redis_app, tmp_path, mode):
+    """Microbatch partial success, failing contracts, Python models, check snapshots and --empty.
+
+    Three runs on one copy of the project: a fresh build, a second one on new data (the
+    microbatch models run incrementally, the snapshots compare), then ``--empty``.
+    """
+    project = copy_project(EXTRAS, tmp_path)
+    not_passing, built = compare_extras(redis_app, project, tmp_path, mode, "fresh build", 2025)
+    assert not_passing == EXTRAS_FRESH_NOT_PASSING
+    assert built["main.events_fragile"][1] == 3  # the 2024 and 2026 batches: 2 + 1 events
+
+    extras_next_batch(project)
+    not_passing, built = compare_extras(redis_app, project, tmp_path, mode, "second run", 2026)
+    assert not_passing == EXTRAS_SECOND_NOT_PASSING
+    assert built["main.customers_tier_history"][1] == 4  # carol's new tier is a version; bob's move is not
+    assert built["main.events_fragile"][1] == 4  # now the 2025 batch built; the new 2026 event did not
+
+    not_passing, built = compare_extras(redis_app, project, tmp_path, mode, "--empty run", 2026, empty=True)
+    assert not_passing == EXTRAS_EMPTY_NOT_PASSING
+    assert built["main.customers_contracted"][1] == 0  # refs read as zero rows...
+    assert built["main.raw_customers"][1] == 3  # ...while seeds still load

@@ -1,0 +1,1 @@
+select * from {{ ref('constraint_not_null') }}

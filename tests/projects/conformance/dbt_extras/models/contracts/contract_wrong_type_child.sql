@@ -1,0 +1,1 @@
+select * from {{ ref('contract_wrong_type') }}

@@ -1,0 +1,1 @@
+select count(*) as events, sum(amount) as amount from {{ ref('events_yearly') }}

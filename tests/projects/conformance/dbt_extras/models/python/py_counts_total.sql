@@ -1,0 +1,1 @@
+select sum(events) as events from {{ ref('py_event_counts') }}
