@@ -6,6 +6,7 @@ dict of numbers, so the results can be dumped to JSON and rendered by the report
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -13,6 +14,8 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,10 @@ from celery import Celery, chain
 
 from benchmarks.generate import Node, Project
 from benchmarks.naive import NAIVE_QUEUE, NAIVE_TASK
-from benchmarks.workers import Workers, process_rss_bytes
+from benchmarks.events import EventLog
+from benchmarks.workers import Workers, process_peak_rss_bytes, process_rss_bytes, reset_peak_rss
 from dbt_celery.celery.backends import store_for
-from dbt_celery.core.plan import load_nodes
+from dbt_celery.core.plan import consumer_task_id, load_nodes
 from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import StatusStore
@@ -34,6 +38,8 @@ from dbt_celery.run import submit
 WAIT_INTERVAL = 0.25
 #: Seconds a single measured run may take before the benchmark gives up.
 RUN_TIMEOUT = 1800.0
+#: Seconds to let the workers' last task events arrive before a run's executions are counted.
+EVENT_GRACE = 0.5
 #: Redis commands reported one by one in the cost-of-waiting table.
 REDIS_COMMANDS = ("mget", "get", "set", "setex", "evalsha", "lpush", "publish", "brpop", "zadd", "hset", "multi")
 
@@ -58,7 +64,7 @@ def dbt_cli(project: Project, args: list[str]) -> subprocess.CompletedProcess[st
 
 
 def measure_cli(project: Project, db: Path, threads: int) -> dict[str, Any]:
-    """Wall time of a plain ``dbt build`` CLI process on a fresh database."""
+    """Wall time, CPU and peak memory of a plain ``dbt build`` CLI process on a fresh database."""
     project.write_profile(fresh_db(db), threads)
     command = [
         _dbt(),
@@ -70,22 +76,69 @@ def measure_cli(project: Project, db: Path, threads: int) -> dict[str, Any]:
         "--profiles-dir",
         str(project.path),
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     epoch = time.time()
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=project.path, env={**os.environ, **dbt_env()}, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = run_timed(command, project.path, {**os.environ, **dbt_env()})
     if done.returncode != 0:
-        raise RuntimeError(f"plain dbt build failed ({done.returncode}):\n{done.stdout[-3000:]}")
+        raise RuntimeError(f"plain dbt build failed ({done.returncode}):\n{done.output[-3000:]}")
     span = _results_span(project.path / "target" / "run_results.json")
     return {
-        "wall": wall,
-        "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "wall": done.wall,
+        "cpu": done.cpu,
+        "peak_rss": done.peak_rss,
         "nodes_span": span["span"],
         "nodes": span["count"],
         "before_first_node": span["first_start"] - epoch if span["first_start"] else None,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Timed:
+    """A finished child process: exit code, output, wall seconds, its own CPU seconds and peak RSS."""
+
+    returncode: int
+    output: str  # stdout and stderr, or stdout alone where stderr was kept apart
+    errors: str  # stderr, where it was kept apart
+    wall: float
+    cpu: float
+    peak_rss: int
+    started_at: float  # epoch
+    ended_at: float
+
+
+def run_timed(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT, split_stderr: bool = False
+) -> Timed:
+    """Run one command to its end (killed after ``timeout``); CPU and peak RSS come from ``wait4`` on that child.
+
+    They cover the child and the descendants it waited for (``dbt-celery run`` reaps its workers).
+    """
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        started_at = time.time()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=errors if split_stderr else subprocess.STDOUT
+        )
+        killer = threading.Timer(timeout, process.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        output.seek(0)
+        errors.seek(0)
+        text, error_text = output.read().decode(errors="replace"), errors.read().decode(errors="replace")
+    return Timed(
+        returncode=process.returncode,
+        output=text,
+        errors=error_text,
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        peak_rss=usage.ru_maxrss * 1024,
+        started_at=started_at,
+        ended_at=started_at + wall,
+    )
 
 
 # -- dbt-celery -------------------------------------------------------------------------------
@@ -113,10 +166,12 @@ def measure_celery(
     db: Path,
     threads: int,
     workspaces: Path,
+    events: EventLog,
 ) -> dict[str, Any]:
     """Wall time of one dbt-celery run, from submit() to wait() returning, with what it cost."""
     project.write_profile(fresh_db(db), threads)
     spec = RunSpec(project_dir=str(project.path), profiles_dir=str(project.path), threads=threads)
+    peak_reset = all([reset_peak_rss(workers.pid(role)) for role in workers.processes])
     commands_before = command_stats(client)
     cpu_before = workers.cpu_seconds()
     own_before = _own_cpu()
@@ -141,7 +196,11 @@ def measure_celery(
     assert producer is not None and producer.started_at is not None and producer.finished_at is not None
     check_own_producer(producer, workers)
     lags = [lag for outcome in outcomes.values() if (lag := wake_up_lag(outcome)) is not None]
-    executions = [1 + o.polls + o.retries for o in outcomes.values()]
+    counted = [1 + o.polls + o.retries for o in outcomes.values()]
+    time.sleep(EVENT_GRACE)  # the last consumers' events are on their way
+    executions = events.measure([consumer_task_id(run.id, uid) for uid in status.nodes], submitted, returned)
+    if executions["executions_min"] < 1:
+        raise RuntimeError(f"run {run.id}: a consumer executed without a task-started event (is the receiver lossy?)")
     starts = [_epoch(o.started_at) for o in outcomes.values() if o.started_at]
     finishes = [_epoch(o.finished_at) for o in outcomes.values() if o.finished_at]
     last_consumer = max(o.recorded_at for o in outcomes.values() if o.recorded_at is not None)
@@ -154,6 +213,7 @@ def measure_celery(
         "wall": wall,
         "wall_last_consumer": last_consumer - submitted,
         "nodes": nodes,
+        "tail_lag": last_consumer - max(finishes),
         "phases": {
             "queue": producer.started_at - submitted,
             "plan_and_start": min(starts) - producer.started_at,
@@ -164,8 +224,8 @@ def measure_celery(
         },
         "dbt_nodes_span": _results_span(workspace)["span"] if workspace.is_file() else None,
         "lags": lags,
-        "executions_per_node": statistics.fmean(executions),
-        "max_executions": max(executions),
+        "executions": executions,
+        "outcome_executions_per_node": statistics.fmean(counted),
         "fallbacks": sum(1 for o in outcomes.values() if o.resolved_by == "fallback"),
         "redis": {
             "per_node": {name: deltas.get(name, 0) / nodes for name in REDIS_COMMANDS},
@@ -182,6 +242,9 @@ def measure_celery(
         },
         "consumer_rss": process_rss_bytes(workers.pid("consumer")),
         "producer_rss": process_rss_bytes(workers.pid("producer")),
+        "consumer_peak_rss": process_peak_rss_bytes(workers.pid("consumer")),
+        "producer_peak_rss": process_peak_rss_bytes(workers.pid("producer")),
+        "peak_rss_of_this_run": peak_reset,
         "plan": plan_stats(store, run.id, list(status.nodes)),
     }
 

@@ -116,3 +116,25 @@ def process_rss_bytes(pid: int) -> int:
     """Resident memory of one process, from /proc."""
     with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def process_peak_rss_bytes(pid: int) -> int:
+    """Peak resident memory of one process since its start or the last :func:`reset_peak_rss` (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise WorkerError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset a process's peak RSS to its current RSS (Linux ``clear_refs`` 5), so the next peak is one run's.
+
+    False where the kernel or permissions refuse: the peak then spans the earlier runs too.
+    """
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True

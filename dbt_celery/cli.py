@@ -162,6 +162,10 @@ def _submit_and_follow(
         return EXIT_RUNNING
     except KeyboardInterrupt:
         return _cancel_and_report(run, args, console)
+    if workers is not None:
+        from dbt_celery.celery.workers import IDLE_SHUTDOWN_GRACE
+
+        workers.shutdown_grace = IDLE_SHUTDOWN_GRACE  # the run is over: nothing in them is needed
     return _report(status, args, console)
 
 

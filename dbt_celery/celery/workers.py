@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -21,6 +22,9 @@ from dbt_celery.errors import DbtCeleryError
 
 #: Seconds a worker gets to finish its shutdown before it is killed.
 SHUTDOWN_GRACE = 15.0
+#: The grace once every run they served has ended: nothing they hold is needed any more, and a
+#: worker on the embedded file broker takes ~4 s to notice a warm shutdown (its loop polls every 2 s).
+IDLE_SHUTDOWN_GRACE = 0.3
 #: Threads of the consumer worker (consumers only poll the store; they never run dbt).
 CONSUMER_THREADS = 4
 
@@ -53,6 +57,8 @@ class LocalWorkers:
         self.extra_args: list[str] = []
         self.cwd: Path | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: Seconds :meth:`stop` waits for a warm shutdown before it kills the workers.
+        self.shutdown_grace = SHUTDOWN_GRACE
 
     def __enter__(self: _W) -> _W:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -107,9 +113,10 @@ class LocalWorkers:
             if process.poll() is None:
                 _signal_group(process, signal.SIGCONT)  # a paused worker cannot shut down
                 _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + self.shutdown_grace
         for process in self.processes.values():
             try:
-                process.wait(SHUTDOWN_GRACE)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(process, signal.SIGKILL)
                 process.wait()

@@ -294,6 +294,13 @@ def events_for_unreported(
 
 
 @contextlib.contextmanager
+def dbt_exclusively(directory: str | None) -> Iterator[None]:
+    """Hold this process's dbt (its flags are global) in ``directory``, as an in-process invocation does."""
+    with _IN_PROCESS_LOCK, _working_directory(directory):
+        yield
+
+
+@contextlib.contextmanager
 def _working_directory(path: str | None) -> Iterator[None]:
     if path is None:
         yield

@@ -18,9 +18,7 @@ from typing import Any
 
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.commands import Workspace, build_command
-
-# dbt keeps its flags per process: set them only while no in-process invocation runs.
-from dbt_celery.dbt.invocation import _IN_PROCESS_LOCK, _working_directory
+from dbt_celery.dbt.invocation import dbt_exclusively
 from dbt_celery.errors import SelectionError
 
 
@@ -36,7 +34,8 @@ class Selection:
 
 def resolve(spec: RunSpec, workspace: Workspace, manifest: Any) -> Selection:
     """Select the nodes of ``spec``'s ``dbt build`` on ``manifest``, raising :class:`SelectionError` if dbt cannot."""
-    with _IN_PROCESS_LOCK, _working_directory(spec.project_dir):
+    # dbt keeps its flags per process: set them only while no in-process invocation runs.
+    with dbt_exclusively(spec.project_dir):
         # A copied context keeps dbt's invocation context (its view of the environment) to this call.
         return contextvars.copy_context().run(_resolve, build_command(spec, workspace), manifest)
 
