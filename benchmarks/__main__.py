@@ -1,14 +1,23 @@
 """``python -m benchmarks``: every dbt-celery benchmark in one command, results in docs/.
 
-    python -m benchmarks                      # sizes 50,200 (about 10 minutes on 2 cores)
-    python -m benchmarks --sizes 20 --quick   # a quick check while developing
-    python -m benchmarks --sizes 50,200,1000 --out docs/
-    python -m benchmarks --recovery           # also: producer SIGKILLed mid-build (200 models)
+    python -m benchmarks                           # everything (about 25 minutes on 2 quiet cores)
+    python -m benchmarks --quick                   # small sizes, one pair each: a check while developing
+    python -m benchmarks --only light,embedded     # some parts (light, heavy, views, embedded)
+    python -m benchmarks --only heavy --sizes 50,200,1000 --out /tmp/bench
+    python -m benchmarks --recovery                # also: producer SIGKILLed mid-build (200 models)
 
-Needs Redis on 127.0.0.1:6379; uses (and flushes) only two databases that are empty and
-have no client (``--redis-db`` names the first). Starts its own two workers and always
-stops them, also on error or Ctrl-C. ``--from-json docs/benchmarks.json`` re-renders the
-doc from saved results without measuring.
+Parts: ``light`` (small tables: 200 and 1,000 models), ``heavy`` (100,000-row tables: 50
+and 200 models, with the naive baseline), ``views`` (2,500 trivial views and their tests,
+about 5,000 nodes) and ``embedded`` (``dbt-celery run examples/jaffle_shop`` against
+``dbt build``, command line against command line). Each generated size is measured in
+alternating A/B pairs against a plain ``dbt build`` CLI of the same project in the same
+run (3 pairs below 500 models, 1 from there on). Then one extra dbt-celery run is sampled
+with py-spy (not in the ratios) to say where the CPU goes.
+
+Needs Redis on 127.0.0.1:6379 for all but ``embedded``; uses (and flushes) only two
+databases that are empty and have no client (``--redis-db`` names the first). Starts its
+own workers and always stops them, also on error or Ctrl-C. ``--from-json
+docs/benchmarks.json`` re-renders the doc from saved results without measuring.
 """
 
 from __future__ import annotations
@@ -31,7 +40,11 @@ from typing import Any
 
 import redis
 
-from benchmarks.generate import DEFAULT_ROWS, Shape, generate
+from benchmarks.cpuprofile import Sampler, py_spy, record_command, summarize_collapsed
+from benchmarks.embedded import measure_embedded
+from benchmarks.events import EventLog
+from benchmarks.floor import measure_floor
+from benchmarks.generate import Project, generate
 from benchmarks.measure import (
     WAIT_INTERVAL,
     ReadCounter,
@@ -43,58 +56,92 @@ from benchmarks.measure import (
     measure_cli,
     measure_naive,
     measure_producer_alone,
+    run_timed,
     sample_nodes,
 )
+from benchmarks.profiles import LARGE, PARTS, PROFILES, case_key, parse_parts, parse_sizes
 from benchmarks.recovery import measure_recovery, recovery_lines
-from benchmarks.report import TARGETS, ratio_lines, summarize_size, targets, write_markdown
+from benchmarks.report import TARGETS, embedded_lines, ratio_lines, summarize_case, targets, write_markdown
 from benchmarks.scale import measure_scale
 from benchmarks.workers import Workers
 from dbt_celery.celery.config import create_app, settings_from_env
+from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
 
 REDIS_HOST = "redis://127.0.0.1:6379"
 SCALE_SIZES = (1_000, 5_000, 10_000)
-#: Sizes from which on one repetition is enough (a plain build takes minutes there).
-LARGE = 500
+#: The case the CPU profile samples, when it is measured (else the first case measured).
+PROFILED_CASE = "light/200"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """What one invocation of the harness measures."""
 
-    sizes: tuple[int, ...]
+    parts: tuple[str, ...]
+    sizes: dict[str, tuple[int, ...]]  # model counts per generated profile
     quick: bool
     out: Path
     reps: int
     threads: int
-    rows: int
     seeds: int
     naive_sample: int
     naive_full: bool
     redis_db: int | None
+    embedded_pairs: int
+    cpu_profile: bool
     from_json: Path | None = None
     recovery: bool = False
     recovery_size: int = 200
     wait_interval: float = WAIT_INTERVAL
 
-    def reps_for(self, size: int) -> int:
-        """Repetitions at one size (one at LARGE models and beyond)."""
-        return 1 if size >= LARGE else self.reps
+    def reps_for(self, models: int) -> int:
+        """A/B pairs at one size (one at LARGE models and beyond)."""
+        return 1 if models >= LARGE else self.reps
+
+    @property
+    def cases(self) -> list[tuple[str, int]]:
+        """Every (profile, models) to measure against Redis, in order."""
+        return [(name, models) for name in PROFILES if name in self.parts for models in self.sizes[name]]
+
+    def alone_for(self, profile: str, models: int) -> bool:
+        """Whether this case also gets the "consumers paused" diagnostic run."""
+        chosen = PROFILES[profile].alone
+        return models in chosen or (self.quick and bool(chosen) and models == max(self.sizes[profile]))
 
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="50,200", help="model counts, comma-separated (default 50,200)")
-    parser.add_argument("--quick", action="store_true", help="one repetition, 2 naive nodes: for development")
+    parser.add_argument(
+        "--only",
+        "--profile",
+        default=",".join(PARTS),
+        help=f"parts to run, comma-separated (default all: {','.join(PARTS)})",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one pair, 2 naive nodes: for development")
+    for name, profile in PROFILES.items():
+        parser.add_argument(
+            f"--{name}",
+            default=None,
+            metavar="SIZES",
+            help=f"model counts of the {name} profile (default {','.join(map(str, profile.sizes))}, "
+            f"quick {','.join(map(str, profile.quick_sizes))})",
+        )
+    parser.add_argument("--sizes", default=None, help="model counts for light and heavy both (overrides --light/--heavy)")
     parser.add_argument("--out", default="docs", help="folder for benchmarks.md and the charts (default docs/)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per size (default 3, quick 1)")
+    parser.add_argument("--reps", type=int, default=None, help="A/B pairs per size below 500 models (default 3, quick 1)")
     parser.add_argument("--threads", type=int, default=4, help="dbt threads for both approaches (default 4)")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows each model builds (per-model cost)")
     parser.add_argument("--seeds", type=int, default=2, help="seed files in each project (default 2)")
     parser.add_argument(
         "--naive-sample", type=int, default=None, help="nodes timed for the naive baseline (default 6, quick 2)"
     )
     parser.add_argument(
-        "--naive-full", action="store_true", help="time the naive chain over every node (slow: ~7 s per node)"
+        "--naive-full", action="store_true", help="time the naive chain over every node (slow: ~5 s per node)"
+    )
+    parser.add_argument(
+        "--embedded-pairs", type=int, default=None, help="A/B pairs of the embedded comparison (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--no-cpu-profile", action="store_true", help="skip the extra py-spy-sampled run (where the CPU goes)"
     )
     parser.add_argument(
         "--from-json",
@@ -119,26 +166,32 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     args = parser.parse_args(argv)
     try:
-        sizes = tuple(int(part) for part in args.sizes.split(",") if part.strip())
-    except ValueError:
-        parser.error(f"--sizes must be integers separated by commas, not {args.sizes!r}")
-    if not sizes or min(sizes) < 1:
-        parser.error("--sizes needs at least one positive model count")
+        parts = parse_parts(args.only)
+        sizes = {
+            name: parse_sizes(given) if (given := getattr(args, name)) else (p.quick_sizes if args.quick else p.sizes)
+            for name, p in PROFILES.items()
+        }
+        if args.sizes:
+            sizes["light"] = sizes["heavy"] = parse_sizes(args.sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.recovery_size < 1:
         parser.error("--recovery-size needs a positive model count")
     if args.redis_db is not None and not 0 <= args.redis_db < 16:
         parser.error("--redis-db must be between 0 and 15")
     return Config(
+        parts=parts,
         sizes=sizes,
         quick=args.quick,
         out=Path(args.out),
         reps=args.reps or (1 if args.quick else 3),
         threads=args.threads,
-        rows=args.rows,
         seeds=args.seeds,
         naive_sample=args.naive_sample or (2 if args.quick else 6),
         naive_full=args.naive_full,
         redis_db=args.redis_db,
+        embedded_pairs=args.embedded_pairs or (1 if args.quick else 3),
+        cpu_profile=not args.no_cpu_profile,
         from_json=args.from_json,
         recovery=args.recovery,
         recovery_size=args.recovery_size,
@@ -166,15 +219,23 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine(),
         "versions": versions(),
-        "sizes": {},
+        "cases": {},
+        "scale": [],
     }
-    run_db, scale_db = free_databases(config.redis_db)
-    results["config"]["redis_db"], results["config"]["scale_db"] = run_db, scale_db
-    log(f"Redis DB {run_db} for the runs, DB {scale_db} for R4 (both empty, no other clients)")
     root = Path(tempfile.mkdtemp(prefix="dbt-celery-bench-"))
     ok = False
     try:
-        run_all(config, root, results, run_db, scale_db)
+        if config.cases or config.recovery:
+            run_db, scale_db = free_databases(config.redis_db)
+            results["config"]["redis_db"], results["config"]["scale_db"] = run_db, scale_db
+            log(f"Redis DB {run_db} for the runs, DB {scale_db} for R4 (both empty, no other clients)")
+            run_redis_parts(config, root, results, run_db)
+            run_scale(results, scale_db)
+        if "embedded" in config.parts:
+            log(f"embedded default: examples/jaffle_shop, {config.embedded_pairs} pair(s)")
+            results["embedded"] = data = measure_embedded(root / "embedded", config.embedded_pairs, log)
+            for line in embedded_lines(data["summary"]):
+                print(line, flush=True)
         ok = True
     finally:
         if ok:
@@ -184,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     results["duration"] = time.time() - started
     results["machine"]["load_end"] = _load()
     path = write_markdown(results, config.out)
-    log(f"wrote {path}, {config.out / 'benchmarks_ratios.png'}, {config.out / 'benchmarks_lag.png'}")
+    log(f"wrote {path} and its charts in {config.out} ({results['duration'] / 60:.1f} min)")
     for key, (met, value) in targets(results).items():
         verdict = "n/a" if met is None else ("met" if met else "NOT MET")
         print(f"  {verdict:8} {TARGETS[key]}: {value}")
@@ -212,7 +273,29 @@ def free_databases(wanted: int | None) -> tuple[int, int]:
     return run_db, scale[0]
 
 
-def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, scale_db: int) -> None:
+@dataclasses.dataclass
+class Bench:
+    """Everything a measurement against the Redis workers needs."""
+
+    config: Config
+    root: Path
+    app: Any
+    workers: Workers
+    client: redis.Redis
+    counter: ReadCounter
+    events: EventLog
+    workspaces: Path
+
+    def celery(self, project: Project, db: Path) -> dict[str, Any]:
+        """One measured dbt-celery run (see :func:`benchmarks.measure.measure_celery`)."""
+        result = measure_celery(
+            self.app, self.workers, self.client, self.counter, project, db, self.config.threads, self.workspaces, self.events
+        )
+        self.workers.check()
+        return result
+
+
+def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db: int) -> None:
     url = f"{REDIS_HOST}/{run_db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -229,24 +312,36 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
     counter = ReadCounter(app)
     try:
         log(f"starting workers on {url} (logs in {root / 'logs'})")
-        with Workers(app, env, root / "logs") as workers:
+        with EventLog(app) as events, Workers(app, env, root / "logs") as workers:
+            bench = Bench(config, root, app, workers, client, counter, events, workspaces)
             results["consumer_probe_start"] = workers.probe("consumer")
-            warm = generate(Shape(6, seeds=1, layers=2, rows=1000), root / "warmup")
+            results["producer_probe_start"] = workers.probe("producer")
+            warm = generate(PROFILES["light"].shape(6, seeds=1), root / "warmup")
             warm.write_profile(root / "warmup.duckdb", config.threads)
             dbt_cli(warm, ["parse"])
             for _ in range(2):
-                measure_celery(app, workers, client, counter, warm, root / "warmup.duckdb", config.threads, workspaces)
+                bench.celery(warm, root / "warmup.duckdb")
             log("workers warm")
             results["idle_commands_per_second"] = idle_command_rate(client)
-            for size in config.sizes:
-                results["sizes"][str(size)] = data = measure_size(
-                    config, root, app, workers, client, counter, workspaces, size
-                )
-                data["summary"] = summarize_size(data)
-                for line in ratio_lines(size, data["summary"]):
+            projects: dict[str, Project] = {}
+            for profile, models in config.cases:
+                key = case_key(profile, models)
+                data, projects[key] = measure_case(bench, profile, models)
+                data["summary"] = summarize_case(data)
+                results["cases"][key] = data
+                for line in ratio_lines(key, data["summary"]):
                     print(line, flush=True)
+            if config.cpu_profile and projects:
+                key = PROFILED_CASE if PROFILED_CASE in projects else next(iter(projects))
+                results["cpu_profile"] = profile_case(bench, key, projects[key])
             results["consumer_probe_end"] = workers.probe("consumer")
             results["producer_probe_end"] = workers.probe("producer")
+            executions = max((c["summary"]["executions_total"] for c in results["cases"].values()), default=400)
+            log(f"memory floor: a bare celery worker of a trivial app, {executions} no-op tasks")
+            results["floor"] = measure_floor(app, env, root / "logs", events, tasks=executions)
+            settle_late_executions(events)
+            for data in results["cases"].values():
+                data["summary"] = summarize_case(data)
             workers.check()
             if config.recovery:  # last: it kills and restarts the producer worker
                 results["recovery"] = data = run_recovery(config, root, app, workers, workspaces)
@@ -256,8 +351,19 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
     finally:
         client.flushdb()
         app.close()
+
+
+def settle_late_executions(events: EventLog) -> None:
+    """Wait until the last run's waiting copies have run (their countdown), then count them per run."""
+    wait = events.last_end + DEFAULT_IDLE_WAIT + 3 - time.time()
+    if wait > 0:
+        log(f"waiting {wait:.0f} s for the waiting consumer copies still on their countdown, to count them")
+        time.sleep(wait)
+    events.count_late()
+
+
+def run_scale(results: dict[str, Any], scale_db: int) -> None:
     log("R4: scale without dbt")
-    results["scale"] = []
     for nodes in SCALE_SIZES:
         row = measure_scale(f"{REDIS_HOST}/{scale_db}", nodes)
         results["scale"].append(row)
@@ -269,76 +375,119 @@ def run_all(config: Config, root: Path, results: dict[str, Any], run_db: int, sc
         )
 
 
-def measure_size(
-    config: Config,
-    root: Path,
-    app: Any,
-    workers: Workers,
-    client: redis.Redis,
-    counter: ReadCounter,
-    workspaces: Path,
-    size: int,
-) -> dict[str, Any]:
-    project = generate(Shape(size, seeds=config.seeds, rows=config.rows), root / "projects")
+def prepare_project(root: Path, profile: str, models: int, seeds: int, threads: int) -> Project:
+    """Generate one case's project and parse it once, untimed (partial-parse state both approaches reuse)."""
+    project = generate(PROFILES[profile].shape(models, seeds), root / "projects")
     dbs = root / "db"
     dbs.mkdir(exist_ok=True)
-    project.write_profile(dbs / "parse.duckdb", config.threads)
-    parsed = dbt_cli(project, ["parse"])  # untimed: partial-parse state both approaches reuse
+    project.write_profile(dbs / "parse.duckdb", threads)
+    parsed = dbt_cli(project, ["parse"])
     if parsed.returncode != 0:
-        raise RuntimeError(f"dbt parse failed on the {size}-model project:\n{parsed.stdout[-3000:]}")
-    log(f"{size} models ({len(project.nodes)} nodes): {config.reps_for(size)} repetition(s)")
+        raise RuntimeError(f"dbt parse failed on the {profile} {models}-model project:\n{parsed.stdout[-3000:]}")
+    return project
+
+
+def measure_case(bench: Bench, profile: str, models: int) -> tuple[dict[str, Any], Project]:
+    config, root = bench.config, bench.root
+    project = prepare_project(root, profile, models, config.seeds, config.threads)
+    pairs = config.reps_for(models)
+    log(f"{profile} {models} models ({len(project.nodes)} nodes): {pairs} A/B pair(s)")
     data: dict[str, Any] = {
-        "models": size,
+        "profile": profile,
+        "models": models,
         "nodes": len(project.nodes),
+        "rows": project.shape.rows,
+        "materialized": project.shape.materialized,
         "depends_on_edges": sum(len(node.parents) for node in project.nodes),
         "cli": [],
         "celery": [],
     }
+    dbs = root / "db"
     db = dbs / "none"
-    for rep in range(config.reps_for(size)):
+    for rep in range(pairs):
         order = ("cli", "celery") if rep % 2 == 0 else ("celery", "cli")
         for kind in order:
-            previous, db = db, dbs / f"{size}-{kind}-{rep}.duckdb"
+            previous, db = db, dbs / f"{profile}-{models}-{kind}-{rep}.duckdb"
             fresh_db(previous)
-            if kind == "cli":
-                result = measure_cli(project, db, config.threads)
-            else:
-                result = measure_celery(app, workers, client, counter, project, db, config.threads, workspaces)
-                workers.check()
+            result = measure_cli(project, db, config.threads) if kind == "cli" else bench.celery(project, db)
             data[kind].append(result)
-            log(f"  {kind:6} rep {rep + 1}: {result['wall']:.2f} s")
+            extra = (
+                f" ({result['executions']['executions_mean']:.2f} executions/node)" if kind == "celery" else ""
+            )
+            log(f"  {kind:6} pair {rep + 1}: {result['wall']:.2f} s{extra}")
+    if config.alone_for(profile, models):
+        fresh_db(db)
+        db = dbs / f"{profile}-{models}-alone.duckdb"
+        data["producer_alone"] = measure_producer_alone(
+            bench.app, bench.workers, project, db, config.threads, bench.workspaces
+        )
+        log(
+            f"  diagnostic, consumers paused: producer done {data['producer_alone']['to_producer_finished']:.2f} s after submit"
+        )
+    if PROFILES[profile].naive:
+        # The naive baseline runs on the database the last measurement built (every parent exists).
+        if config.naive_full:
+            project.write_profile(fresh_db(dbs / f"{profile}-{models}-naive.duckdb"), config.threads)
+            nodes = list(project.nodes)
+        else:
+            nodes = sample_nodes(project.nodes, config.naive_sample)
+        log(f"  naive: {len(nodes)} node(s){'' if config.naive_full else ' (sample)'}, ~5 s each")
+        data["naive"] = {
+            **measure_naive(bench.app, project, nodes, config.threads, root / "naive-target"),
+            "full": config.naive_full,
+        }
     fresh_db(db)
-    db = dbs / f"{size}-alone.duckdb"
-    data["producer_alone"] = measure_producer_alone(app, workers, project, db, config.threads, workspaces)
-    log(
-        f"  diagnostic, consumers paused: producer done {data['producer_alone']['to_producer_finished']:.2f} s after submit"
+    return data, project
+
+
+def profile_case(bench: Bench, key: str, project: Project) -> dict[str, Any]:
+    """One more run of a case, each worker sampled by py-spy, and a plain build under py-spy: where the CPU goes."""
+    if py_spy() is None:
+        log("CPU profile skipped: py-spy is not installed (pip install py-spy)")
+        return {"case": key, "error": "py-spy is not installed"}
+    folder = bench.root / "profile"
+    folder.mkdir(exist_ok=True)
+    log(f"CPU profile: one more dbt-celery run of {key} with py-spy on both workers, and a plain build under py-spy")
+    db = bench.root / "db" / "profiled.duckdb"
+    samplers = {role: Sampler(bench.workers.pid(role), folder / f"{role}.txt") for role in ("producer", "consumer")}
+    for sampler in samplers.values():
+        sampler.__enter__()
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        run = bench.celery(project, db)
+    finally:
+        for sampler in samplers.values():
+            sampler.__exit__(None, None, None)
+    fresh_db(db)
+    project.write_profile(db, bench.config.threads)
+    plain_out = folder / "cli.txt"
+    command = [str(Path(sys.executable).with_name("dbt")), "build", "--threads", str(bench.config.threads)]
+    command += ["--project-dir", str(project.path), "--profiles-dir", str(project.path)]
+    done = run_timed(record_command(command, plain_out), project.path, {**os.environ, **dbt_env()})
+    fresh_db(db)
+    cli = (
+        summarize_collapsed(plain_out.read_text(errors="replace").splitlines())
+        if done.returncode == 0 and plain_out.is_file()
+        else {"error": done.output[-500:]}
     )
-    # The naive baseline runs on the database the last measurement built (every parent exists).
-    if config.naive_full:
-        project.write_profile(fresh_db(dbs / f"{size}-naive.duckdb"), config.threads)
-        nodes = list(project.nodes)
-    else:
-        nodes = sample_nodes(project.nodes, config.naive_sample)
-    log(f"  naive: {len(nodes)} node(s){'' if config.naive_full else ' (sample)'}, ~7 s each")
-    data["naive"] = {
-        **measure_naive(app, project, nodes, config.threads, root / "naive-target"),
-        "full": config.naive_full,
+    return {
+        "case": key,
+        "wall": run["wall"],
+        "cli_wall": done.wall,
+        "cpu": run["cpu"],
+        "cli_cpu": done.cpu,
+        "rate": samplers["producer"].rate,
+        "producer": samplers["producer"].summary(),
+        "consumer": samplers["consumer"].summary(),
+        "cli": cli,
     }
-    fresh_db(db)
-    return data
 
 
 def run_recovery(config: Config, root: Path, app: Any, workers: Workers, workspaces: Path) -> dict[str, Any]:
     size = config.recovery_size
-    project = generate(Shape(size, seeds=config.seeds, rows=config.rows), root / "projects")
-    dbs = root / "db"
-    dbs.mkdir(exist_ok=True)
-    project.write_profile(dbs / "parse.duckdb", config.threads)
-    parsed = dbt_cli(project, ["parse"])  # untimed, as for the main measurement
-    if parsed.returncode != 0:
-        raise RuntimeError(f"dbt parse failed on the {size}-model project:\n{parsed.stdout[-3000:]}")
+    project = prepare_project(root, "heavy", size, config.seeds, config.threads)
     log(f"recovery: {size} models ({len(project.nodes)} nodes), undisturbed run, then the producer killed at 50%")
-    return measure_recovery(app, workers, project, dbs, config.threads, workspaces)
+    return measure_recovery(app, workers, project, root / "db", config.threads, workspaces)
 
 
 def machine() -> dict[str, Any]:
@@ -361,7 +510,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("dbt-celery", "celery", "kombu", "redis", "dbt-core", "dbt-duckdb", "duckdb"):
+    for package in ("dbt-celery", "celery", "kombu", "redis", "dbt-core", "dbt-duckdb", "duckdb", "py-spy"):
         try:
             found[package if package != "redis" else "redis-py"] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
