@@ -89,6 +89,7 @@ class Config:
     redis_db: int | None
     embedded_pairs: int
     cpu_profile: bool
+    keep: bool = False
     from_json: Path | None = None
     recovery: bool = False
     recovery_size: int = 200
@@ -126,9 +127,13 @@ def parse_args(argv: list[str] | None) -> Config:
             help=f"model counts of the {name} profile (default {','.join(map(str, profile.sizes))}, "
             f"quick {','.join(map(str, profile.quick_sizes))})",
         )
-    parser.add_argument("--sizes", default=None, help="model counts for light and heavy both (overrides --light/--heavy)")
+    parser.add_argument(
+        "--sizes", default=None, help="model counts for light and heavy both (overrides --light/--heavy)"
+    )
     parser.add_argument("--out", default="docs", help="folder for benchmarks.md and the charts (default docs/)")
-    parser.add_argument("--reps", type=int, default=None, help="A/B pairs per size below 500 models (default 3, quick 1)")
+    parser.add_argument(
+        "--reps", type=int, default=None, help="A/B pairs per size below 500 models (default 3, quick 1)"
+    )
     parser.add_argument("--threads", type=int, default=4, help="dbt threads for both approaches (default 4)")
     parser.add_argument("--seeds", type=int, default=2, help="seed files in each project (default 2)")
     parser.add_argument(
@@ -139,6 +144,9 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument(
         "--embedded-pairs", type=int, default=None, help="A/B pairs of the embedded comparison (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (projects, worker logs, py-spy stacks)"
     )
     parser.add_argument(
         "--no-cpu-profile", action="store_true", help="skip the extra py-spy-sampled run (where the CPU goes)"
@@ -192,6 +200,7 @@ def parse_args(argv: list[str] | None) -> Config:
         redis_db=args.redis_db,
         embedded_pairs=args.embedded_pairs or (1 if args.quick else 3),
         cpu_profile=not args.no_cpu_profile,
+        keep=args.keep,
         from_json=args.from_json,
         recovery=args.recovery,
         recovery_size=args.recovery_size,
@@ -205,8 +214,8 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     if config.from_json is not None:
-        results = json.loads(config.from_json.read_text())
-        path = write_markdown(results, config.out)
+        saved = json.loads(config.from_json.read_text())
+        path = write_markdown(saved, config.out)
         log(f"re-rendered {path} from {config.from_json}")
         return 0
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -238,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, flush=True)
         ok = True
     finally:
-        if ok:
+        if ok and not config.keep:
             shutil.rmtree(root, ignore_errors=True)
         else:
-            log(f"failed; worker logs and projects kept in {root}")
+            log(f"{'failed; ' if not ok else ''}worker logs, projects and py-spy stacks kept in {root}")
     results["duration"] = time.time() - started
     results["machine"]["load_end"] = _load()
     path = write_markdown(results, config.out)
@@ -289,7 +298,15 @@ class Bench:
     def celery(self, project: Project, db: Path) -> dict[str, Any]:
         """One measured dbt-celery run (see :func:`benchmarks.measure.measure_celery`)."""
         result = measure_celery(
-            self.app, self.workers, self.client, self.counter, project, db, self.config.threads, self.workspaces, self.events
+            self.app,
+            self.workers,
+            self.client,
+            self.counter,
+            project,
+            db,
+            self.config.threads,
+            self.workspaces,
+            self.events,
         )
         self.workers.check()
         return result
@@ -317,10 +334,10 @@ def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db:
             results["consumer_probe_start"] = workers.probe("consumer")
             results["producer_probe_start"] = workers.probe("producer")
             warm = generate(PROFILES["light"].shape(6, seeds=1), root / "warmup")
-            warm.write_profile(root / "warmup.duckdb", config.threads)
+            warm.write_profile(warm.database, config.threads)
             dbt_cli(warm, ["parse"])
             for _ in range(2):
-                bench.celery(warm, root / "warmup.duckdb")
+                bench.celery(warm, warm.database)
             log("workers warm")
             results["idle_commands_per_second"] = idle_command_rate(client)
             projects: dict[str, Project] = {}
@@ -378,9 +395,7 @@ def run_scale(results: dict[str, Any], scale_db: int) -> None:
 def prepare_project(root: Path, profile: str, models: int, seeds: int, threads: int) -> Project:
     """Generate one case's project and parse it once, untimed (partial-parse state both approaches reuse)."""
     project = generate(PROFILES[profile].shape(models, seeds), root / "projects")
-    dbs = root / "db"
-    dbs.mkdir(exist_ok=True)
-    project.write_profile(dbs / "parse.duckdb", threads)
+    project.write_profile(fresh_db(project.database), threads)
     parsed = dbt_cli(project, ["parse"])
     if parsed.returncode != 0:
         raise RuntimeError(f"dbt parse failed on the {profile} {models}-model project:\n{parsed.stdout[-3000:]}")
@@ -402,22 +417,17 @@ def measure_case(bench: Bench, profile: str, models: int) -> tuple[dict[str, Any
         "cli": [],
         "celery": [],
     }
-    dbs = root / "db"
-    db = dbs / "none"
+    # One database path for every build of a case (each starts from an empty file): a new path would
+    # change dbt's profile hash and make every build parse the whole project again.
+    db = project.database
     for rep in range(pairs):
         order = ("cli", "celery") if rep % 2 == 0 else ("celery", "cli")
         for kind in order:
-            previous, db = db, dbs / f"{profile}-{models}-{kind}-{rep}.duckdb"
-            fresh_db(previous)
             result = measure_cli(project, db, config.threads) if kind == "cli" else bench.celery(project, db)
             data[kind].append(result)
-            extra = (
-                f" ({result['executions']['executions_mean']:.2f} executions/node)" if kind == "celery" else ""
-            )
+            extra = f" ({result['executions']['executions_mean']:.2f} executions/node)" if kind == "celery" else ""
             log(f"  {kind:6} pair {rep + 1}: {result['wall']:.2f} s{extra}")
     if config.alone_for(profile, models):
-        fresh_db(db)
-        db = dbs / f"{profile}-{models}-alone.duckdb"
         data["producer_alone"] = measure_producer_alone(
             bench.app, bench.workers, project, db, config.threads, bench.workspaces
         )
@@ -427,7 +437,7 @@ def measure_case(bench: Bench, profile: str, models: int) -> tuple[dict[str, Any
     if PROFILES[profile].naive:
         # The naive baseline runs on the database the last measurement built (every parent exists).
         if config.naive_full:
-            project.write_profile(fresh_db(dbs / f"{profile}-{models}-naive.duckdb"), config.threads)
+            project.write_profile(fresh_db(db), config.threads)
             nodes = list(project.nodes)
         else:
             nodes = sample_nodes(project.nodes, config.naive_sample)
@@ -448,7 +458,7 @@ def profile_case(bench: Bench, key: str, project: Project) -> dict[str, Any]:
     folder = bench.root / "profile"
     folder.mkdir(exist_ok=True)
     log(f"CPU profile: one more dbt-celery run of {key} with py-spy on both workers, and a plain build under py-spy")
-    db = bench.root / "db" / "profiled.duckdb"
+    db = project.database
     samplers = {role: Sampler(bench.workers.pid(role), folder / f"{role}.txt") for role in ("producer", "consumer")}
     for sampler in samplers.values():
         sampler.__enter__()
@@ -458,8 +468,7 @@ def profile_case(bench: Bench, key: str, project: Project) -> dict[str, Any]:
     finally:
         for sampler in samplers.values():
             sampler.__exit__(None, None, None)
-    fresh_db(db)
-    project.write_profile(db, bench.config.threads)
+    project.write_profile(fresh_db(db), bench.config.threads)
     plain_out = folder / "cli.txt"
     command = [str(Path(sys.executable).with_name("dbt")), "build", "--threads", str(bench.config.threads)]
     command += ["--project-dir", str(project.path), "--profiles-dir", str(project.path)]
@@ -487,7 +496,9 @@ def run_recovery(config: Config, root: Path, app: Any, workers: Workers, workspa
     size = config.recovery_size
     project = prepare_project(root, "heavy", size, config.seeds, config.threads)
     log(f"recovery: {size} models ({len(project.nodes)} nodes), undisturbed run, then the producer killed at 50%")
-    return measure_recovery(app, workers, project, root / "db", config.threads, workspaces)
+    dbs = root / "db"
+    dbs.mkdir(exist_ok=True)
+    return measure_recovery(app, workers, project, dbs, config.threads, workspaces)
 
 
 def machine() -> dict[str, Any]:

@@ -33,7 +33,9 @@ def draw_charts(results: dict[str, Any], out: Path) -> list[Path]:
 def ordered_cases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The measured cases as (key, data), by profile then size."""
     order = {name: index for index, name in enumerate(COLOURS)}
-    return sorted(results.get("cases", {}).items(), key=lambda item: (order.get(item[1]["profile"], 9), item[1]["models"]))
+    return sorted(
+        results.get("cases", {}).items(), key=lambda item: (order.get(item[1]["profile"], 9), item[1]["models"])
+    )
 
 
 def draw_ratios(results: dict[str, Any], cases: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
@@ -67,6 +69,10 @@ def draw_ratios(results: dict[str, Any], cases: list[tuple[str, dict[str, Any]]]
         for x, (_, value) in enumerate(naive):
             right.annotate(f"{value:.0f}×", (x, value), ha="center", va="bottom")
         right.set_ylim(0, max([v for _, v in naive] + [15]) * 1.25)
+    else:
+        right.set_ylim(0, 20)
+        right.text(0.5, 0.5, "not measured", ha="center", va="center", transform=right.transAxes, color="grey")
+        right.set_xticks([])
     right.axhline(15, color="#c44e52", linestyle="--", label="target ≥ 15 (heavy 200)")
     right.set_title("R2: naive / dbt-celery\n(naive extrapolated from a sample)", fontsize=10)
     right.set_ylabel("ratio (higher is better)")

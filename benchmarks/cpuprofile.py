@@ -4,8 +4,8 @@
 line per distinct stack, with idle threads left out, so a sample is a thread doing work
 (running Python, or inside a C call such as DuckDB's or a socket read). The summary says,
 per process, which packages hold the leaf frames (self time), which packages appear
-anywhere in the stack (inclusive), and which of dbt-celery's own functions the time is
-spent under. py-spy is optional (``pip install py-spy``): without it the harness says so.
+anywhere in the stack (inclusive), and under which of dbt-celery's own functions (the
+innermost one on the stack) the time is spent. py-spy is optional (``pip install py-spy``): without it the harness says so.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from typing import Any, Iterable
 RATE = 100
 #: Seconds py-spy may take to write its file once asked to stop.
 STOP_TIMEOUT = 30.0
+#: What the "on the stack" shares leave out: on nearly every stack, so they say nothing.
+#: The innermost-frame share of the samples with no dbt-celery frame at all.
+OUTSIDE = "(no dbt-celery frame)"
+NOT_PACKAGES = frozenset({"stdlib", "import", "script", "?"})
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -44,7 +48,7 @@ class Sampler:
         if executable is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
         command = [executable, "record", "--pid", str(self.pid), "--rate", str(self.rate)]
-        command += ["--format", "raw", "--nonblocking", "-o", str(self.out)]
+        command += ["--format", "raw", "--nonblocking", "--full-filenames", "-o", str(self.out)]
         self.log = self.out.with_suffix(".log")
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -71,7 +75,8 @@ def record_command(command: list[str], out: Path, rate: int = RATE) -> list[str]
     executable = py_spy()
     if executable is None:
         raise ValueError("py-spy is not installed")
-    return [executable, "record", "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out), "--", *command]
+    options = ["--rate", str(rate), "--format", "raw", "--nonblocking", "--full-filenames", "-o", str(out)]
+    return [executable, "record", *options, "--", *command]
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
@@ -96,16 +101,24 @@ def package_of(file: str) -> str:
         return top
     if path.startswith("<frozen"):
         return "import"
+    if path == "<string>":
+        return "codegen"  # code generated at run time (mashumaro's serialisers, dataclass methods)
     if "benchmarks/" in path:
         return "benchmarks"
     match = re.search(r"/lib/python3\.\d+/([^/]+)", path)
     if match:
         return "stdlib." + match[1].removesuffix(".py")
+    if "/bin/" in path:
+        return "script"  # a console script (the dbt command's entry point)
     return path or "?"
 
 
 def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
-    """Shares of the samples by package (self and inclusive) and by dbt-celery function (inclusive)."""
+    """Shares of the samples by package (self and inclusive) and by innermost dbt-celery frame.
+
+    The innermost dbt-celery frame of a sample says which of dbt-celery's operations the
+    time was spent under (a store read, a message sent, dbt's build), whatever ran below it.
+    """
     total = 0
     self_packages: collections.Counter[str] = collections.Counter()
     inclusive_packages: collections.Counter[str] = collections.Counter()
@@ -122,10 +135,10 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         leaf = package_of(file)
         self_packages[leaf] += count
         self_functions[f"{function} ({leaf})"] += count
-        for name in {package_of(file).split(".")[0] for _, file in frames}:
+        for name in {package_of(file).split(".")[0] for _, file in frames} - NOT_PACKAGES:
             inclusive_packages[name] += count
-        for name in {f"{package_of(file)}.{function}" for function, file in frames if "dbt_celery/" in file}:
-            ours[name] += count
+        mine = [f"{package_of(file)}.{function}" for function, file in frames if "dbt_celery/" in file]
+        ours[mine[-1] if mine else OUTSIDE] += count
 
     def shares(counter: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(name, count / total) for name, count in counter.most_common(top)] if total else []
@@ -135,5 +148,5 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         "self_packages": shares(self_packages),
         "inclusive_packages": shares(inclusive_packages),
         "self_functions": shares(self_functions),
-        "dbt_celery_functions": shares(ours),
+        "dbt_celery_innermost": shares(ours),
     }

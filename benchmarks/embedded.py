@@ -7,8 +7,9 @@ a file broker and a SQLite store under ``DBT_CELERY_STATE_DIR``, runs, and stops
 
 Each pair gets a fresh state folder and runs, in alternating order, the plain build and
 two dbt-celery runs: the first on the empty folder (the SQLite store is created), the
-second on the folder the first left. Every build writes to a new DuckDB file
-(``DBT_DUCKDB_PATH``, which the example's profile reads).
+second on the folder the first left. Every build writes to the same DuckDB file
+(``DBT_DUCKDB_PATH``, which the example's profile reads), removed before each build: a
+new path per build would change dbt's profile hash and force a full parse every time.
 
 Phases of a dbt-celery run come from its records, read from the SQLite store afterwards:
 ``startup`` command start → producer task starts (interpreter, imports, both workers
@@ -45,11 +46,15 @@ def prepare(root: Path) -> Path:
     """Copy the example project into ``root`` and parse it once (untimed); return the copy."""
     project = root / "jaffle_shop"
     shutil.copytree(JAFFLE_SHOP, project, ignore=shutil.ignore_patterns(*_IGNORED))
-    done = run_timed(_dbt_command("parse", project), project, _env(root / "parse.duckdb"))
+    done = run_timed(_dbt_command("parse", project), project, _env(database(root)))
     if done.returncode != 0:
         raise RuntimeError(f"dbt parse of {project} failed:\n{done.output[-3000:]}")
-    fresh_db(root / "parse.duckdb")
     return project
+
+
+def database(root: Path) -> Path:
+    """The one DuckDB file every build of the comparison writes (emptied before each)."""
+    return root / "jaffle_shop.duckdb"
 
 
 def measure_embedded(root: Path, pairs: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -60,7 +65,7 @@ def measure_embedded(root: Path, pairs: int, log: Callable[[str], None]) -> dict
         state = root / f"state-{pair}"
         steps = ["cli", "first", "second"] if pair % 2 == 0 else ["first", "second", "cli"]
         for step in steps:
-            db = fresh_db(root / f"jaffle-{pair}-{step}.duckdb")
+            db = fresh_db(database(root))
             result = measure_plain(project, db) if step == "cli" else measure_run(project, db, state)
             data[step].append(result)
             fresh_db(db)
@@ -135,11 +140,15 @@ def summarize_embedded(data: dict[str, Any]) -> dict[str, Any]:
             "median": statistics.median(walls),
             "ratio": statistics.median(pairs),
             "pairs": pairs,
-            "phases": {name: statistics.median(m["phases"][name] for m in data[step]) for name in data[step][0]["phases"]},
+            "phases": {
+                name: statistics.median(m["phases"][name] for m in data[step]) for name in data[step][0]["phases"]
+            },
             "cpu": statistics.median(m["cpu"] for m in data[step]),
             "peak_rss": max(m["peak_rss"] for m in data[step]),
         }
-    summary["cli_phases"] = {name: statistics.median(m["phases"][name] for m in data["cli"]) for name in data["cli"][0]["phases"]}
+    summary["cli_phases"] = {
+        name: statistics.median(m["phases"][name] for m in data["cli"]) for name in data["cli"][0]["phases"]
+    }
     summary["cli_cpu"] = statistics.median(m["cpu"] for m in data["cli"])
     summary["cli_peak_rss"] = max(m["peak_rss"] for m in data["cli"])
     return summary
@@ -164,5 +173,7 @@ def _dbt_command(command: str, project: Path) -> list[str]:
 
 
 def _env(db: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in _CLEARED and not name.startswith("DBT_CELERY_")}
+    env = {
+        name: value for name, value in os.environ.items() if name not in _CLEARED and not name.startswith("DBT_CELERY_")
+    }
     return {**env, **dbt_env(), "DBT_DUCKDB_PATH": str(db)}

@@ -44,7 +44,6 @@ class Shape:
     materialized: str = "table"  # table | view
     tests: bool = True  # one not_null test per model
 
-
     def __post_init__(self) -> None:
         if self.models < 1:
             raise ValueError(f"a project needs at least one model, not {self.models}")
@@ -83,6 +82,11 @@ class Project:
     def model_count(self) -> int:
         """Models in the project."""
         return sum(1 for node in self.nodes if node.kind == "model")
+
+    @property
+    def database(self) -> Path:
+        """The DuckDB file the harness builds into (one path per project, emptied before each build)."""
+        return self.path / f"{PROJECT_NAME}.duckdb"
 
     def write_profile(self, db_path: Path, threads: int) -> Path:
         """Point the project's profiles.yml at ``db_path`` (a fresh file per measurement)."""

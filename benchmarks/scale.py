@@ -24,6 +24,7 @@ from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.messages import enqueue
 from dbt_celery.core.plan import GraphNode, RunPlan
 from dbt_celery.core.records import NodeEvent, NodeState
+from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
 from dbt_celery.core.store import PRODUCER_LEASE, StatusStore, encode_payload
 from dbt_celery.dbt.project import ProjectGraph
 
@@ -91,7 +92,7 @@ def measure_scale(redis_url: str, size: int) -> dict[str, Any]:
         plan.save(store)
         saved = time.perf_counter()
         roots = plan.roots()
-        enqueue(app, run_id, plan.nodes, roots)
+        enqueue(app, run_id, plan.nodes, roots, idle_wait=DEFAULT_IDLE_WAIT)
         enqueued = time.perf_counter()
         queued_messages = client.llen(SCALE_QUEUE)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from celery import Celery
+from kombu import Queue
 
 from dbt_celery.celery.queues import CONSUMER_QUEUE, CONTROL_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE, declared
 from dbt_celery.errors import ConfigurationError
@@ -34,6 +35,8 @@ _QUEUES = {
     "fallback": FALLBACK_QUEUE,
     "control": CONTROL_QUEUE,
 }
+#: RabbitMQ queue types dbt-celery's queues can be declared as (``CELERY_TASK_DEFAULT_QUEUE_TYPE``).
+QUEUE_TYPES = ("classic", "quorum")
 #: The embedded default's broker: kombu's filesystem transport with atomic writes.
 FILE_TRANSPORT = "dbt_celery.celery.file_broker:Transport"
 
@@ -66,13 +69,17 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
     broker = environ.get("CELERY_BROKER_URL") or None
     backend = environ.get("CELERY_RESULT_BACKEND") or (broker if broker and broker.startswith("redis") else None)
     queues = {kind: environ.get(f"DBT_CELERY_{kind.upper()}_QUEUE", default) for kind, default in _QUEUES.items()}
+    queue_type = environ.get("CELERY_TASK_DEFAULT_QUEUE_TYPE") or "classic"
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigurationError(f"CELERY_TASK_DEFAULT_QUEUE_TYPE must be one of {QUEUE_TYPES}, not {queue_type!r}")
     return {
         **_DEFAULTS,
         "broker_url": broker,
         "result_backend": backend,
         **{f"dbt_celery_{kind}_queue": name for kind, name in queues.items()},
         # A plain `celery -A dbt_celery worker` (no -Q) consumes every one of them.
-        "task_queues": declared(list(queues.values())),
+        "task_queues": typed(declared(list(queues.values())), queue_type),
+        "task_default_queue_type": queue_type,
         "dbt_celery_store_patience": float(environ.get("DBT_CELERY_STORE_PATIENCE") or 30),
         # A beat entry or send_task() of start_run is recorded at once, even while a build
         # keeps the producer worker busy: the light control queue is the consumer worker's.
@@ -83,6 +90,21 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
             else {}
         ),
     }
+
+
+def typed(queues: list[Queue], queue_type: str) -> list[Queue]:
+    """The queues declared as RabbitMQ ``queue_type`` queues (``quorum``: replicated, for a cluster).
+
+    Their exchanges stay direct, which keeps countdowns off Celery's native delayed delivery
+    (which dbt-celery's consumer cannot use, see docs/rabbitmq.md): a quorum queue's countdown
+    messages are held by the worker, so its prefetch must hold them.
+    """
+    if queue_type == "classic":
+        return queues
+    return [
+        Queue(q.name, q.exchange, routing_key=q.routing_key, queue_arguments={"x-queue-type": queue_type})
+        for q in queues
+    ]
 
 
 def embedded_settings(root: Path, broker_dir: Path | None = None) -> dict[str, Any]:

@@ -183,8 +183,8 @@ class Consumer:
             self.store.mark_seen(self.run_id, self.unique_id, self._headers(attempt))
 
     def _headers(self, attempt: Attempt) -> dict[str, Any]:
-        headers = dict(self.task.request.headers or {})
-        return {**headers, ATTEMPT_HEADER: attempt.__dict__, "dbt_celery_seen_at": self.seen_at}
+        # Only dbt-celery's own: a broker's headers (RabbitMQ's x-death) must not ride along.
+        return {ATTEMPT_HEADER: attempt.__dict__, "dbt_celery_seen_at": self.seen_at}
 
     def _report(self, decision: Decision) -> dict[str, Any]:
         """End this task as the outcome recorded for the node says (once per node)."""
