@@ -294,6 +294,8 @@ class Bench:
     counter: ReadCounter
     events: EventLog
     workspaces: Path
+    #: (project folder, nodes, consumer RSS after the run) for every dbt-celery run, in order: does it grow?
+    rss_trace: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)
 
     def celery(self, project: Project, db: Path) -> dict[str, Any]:
         """One measured dbt-celery run (see :func:`benchmarks.measure.measure_celery`)."""
@@ -309,6 +311,7 @@ class Bench:
             self.events,
         )
         self.workers.check()
+        self.rss_trace.append((project.path.name, result["nodes"], result["consumer_rss"]))
         return result
 
 
@@ -351,6 +354,7 @@ def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db:
             if config.cpu_profile and projects:
                 key = PROFILED_CASE if PROFILED_CASE in projects else next(iter(projects))
                 results["cpu_profile"] = profile_case(bench, key, projects[key])
+            results["consumer_rss_trace"] = bench.rss_trace
             results["consumer_probe_end"] = workers.probe("consumer")
             results["producer_probe_end"] = workers.probe("producer")
             executions = max((c["summary"]["executions_total"] for c in results["cases"].values()), default=400)

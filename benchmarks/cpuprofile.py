@@ -101,6 +101,8 @@ def package_of(file: str) -> str:
         return top
     if path.startswith("<frozen"):
         return "import"
+    if path == "<template>":
+        return "jinja-template"  # dbt's compiled Jinja templates
     if path == "<string>":
         return "codegen"  # code generated at run time (mashumaro's serialisers, dataclass methods)
     if "benchmarks/" in path:

@@ -620,6 +620,12 @@ def _memory_section(results: dict[str, Any], cases: list[tuple[str, dict[str, An
         f"imported there: {'**yes**' if probe['dbt_imported'] else 'no'} ({probe['modules']} modules; third-party: "
         f"{', '.join(name for name in probe['packages'] if not name.startswith('_'))})."
     )
+    trace = results.get("consumer_rss_trace")
+    if trace:
+        lines.append(
+            "- Consumer worker RSS after each dbt-celery run, in order (warm-up, measured, diagnostic and profiled "
+            "runs; MB): " + ", ".join(f"{rss / MB:.0f}" for _, _, rss in trace) + "."
+        )
     floor = results.get("floor")
     if floor:
         lines.append(

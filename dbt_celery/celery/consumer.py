@@ -208,6 +208,6 @@ class Consumer:
         node = GraphNode.placeholder(self.unique_id)
         send_consumer(
             self.app, self.run_id, node, self._headers(attempt),
-            countdown=countdown, queue=queue or current, shadow=request.shadow,
+            countdown=countdown, queue=queue or current, shadow=request.shadow, retries=request.retries or 0,
         )  # fmt: skip
         return Ignore()

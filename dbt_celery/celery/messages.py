@@ -21,6 +21,7 @@ from dbt_celery.core.plan import (
     GraphNode,
     consumer_task_id,
     producer_task_id,
+    watchdog_task_id,
 )
 from dbt_celery.core.records import ProducerPhase, ProducerState, RunDocument
 from dbt_celery.core.spec import RunSpec
@@ -116,8 +117,12 @@ def send_consumer(
     countdown: float = 0.0,
     queue: str | None = None,
     shadow: str | None = None,
+    retries: int = 0,
 ) -> None:
-    """Send (or send again) the consumer of one node, under its deterministic task id."""
+    """Send (or send again) the consumer of one node, under its deterministic task id.
+
+    ``retries`` is Celery's count of genuine retries, kept when a delivery re-sends itself.
+    """
     _publish(
         app,
         "dbt_celery.consume",
@@ -127,6 +132,7 @@ def send_consumer(
         shadow=shadow or f"dbt {node.resource_type} {node.name}",
         headers=headers,
         countdown=countdown or None,
+        retries=retries,
     )
 
 
@@ -153,7 +159,7 @@ def send_watchdog(app: Celery, run_id: str, spec: RunSpec) -> None:
         app,
         "dbt_celery.watch",
         kwargs={"run_id": run_id}, countdown=WATCH_INTERVAL, queue=Queues.of(app).producer,
-        shadow=f"dbt watch {Path(spec.project_dir).name}",
+        shadow=f"dbt watch {Path(spec.project_dir).name}", task_id=watchdog_task_id(run_id),
     )  # fmt: skip
 
 

@@ -26,12 +26,12 @@ run_started = Signal(name="dbt_celery.run_started", providing_args={"run_id", "t
 run_finished = Signal(name="dbt_celery.run_finished", providing_args={"run_id", "state", "counts"})
 
 
-def announce(app: Celery, signal: Signal, sender: Any, **fields: Any) -> None:
-    """Send a run-level signal here and the matching event to every event receiver."""
+def announce(app: Celery, signal: Signal, sender: Any, hostname: str | None = None, **fields: Any) -> None:
+    """Send a run-level signal here and the matching event to every event receiver (as worker ``hostname``)."""
     signal.send(sender=sender, **fields)
     event = "dbt-run-started" if signal is run_started else "dbt-run-finished"
     try:
-        with app.events.default_dispatcher() as dispatcher:
+        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
             dispatcher.send(event, **fields)
     except Exception as exc:  # noqa: BLE001 - monitoring must never break a run
         log.warning("could not send the %s event: %r", event, exc)

@@ -23,7 +23,7 @@ from celery.signals import worker_init
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.consumer import Consumer
 from dbt_celery.celery.kombu_fix import keep_workers_alive_across_redis_restarts
-from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, send_run, wake_consumers
+from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, send_run, send_watchdog, wake_consumers
 from dbt_celery.celery.signals import announce, run_finished, run_started
 from dbt_celery.celery.watchdog import tend
 from dbt_celery.core.overlap import Admission, admit, check_policy, location_key, take_turn, target_key
@@ -109,20 +109,23 @@ class _ProgressReport:
 
     def __init__(self, task: Task, run_id: str) -> None:
         self.task, self.run_id, self.task_id = task, run_id, task.request.id
+        self.hostname, self.shadow = task.request.hostname, task.request.shadow
         self.last = 0.0
         self.started = False
 
     def __call__(self, state: ProducerState) -> None:
         if not self.started:
             self.started = True
-            announce(self.task.app, run_started, self.task, run_id=self.run_id, total=state.total)
+            announce(self.task.app, run_started, self.task, self.hostname, run_id=self.run_id, total=state.total)
         if time.monotonic() - self.last < PROGRESS_EVERY and state.done < (state.total or 0):
             return
         self.last = time.monotonic()
         meta = {"run_id": self.run_id, "done": state.done, "total": state.total}
         try:
             self.task.update_state(task_id=self.task_id, state=PROGRESS, meta=meta)
-            self.task.send_event("task-progress", **meta)
+            # Flower shows only Celery's own fields: the name (a solo worker sends task-received
+            # only after the task) and a result line carry what it should show while dbt builds.
+            self.task.send_event("task-progress", name=self.shadow, result=f"{state.done}/{state.total} nodes", **meta)
         except Exception as exc:  # noqa: BLE001 - monitoring must never stop a build
             log.warning("run %s: could not report progress: %r", self.run_id, exc)
 
@@ -198,13 +201,19 @@ def watch(self: Task, run_id: str) -> str:
     if status.done:
         if store.claim(run_id, "announced_finished"):
             counts = dict(Counter(node.status.value for node in status.nodes.values()))
-            announce(self.app, run_finished, self, run_id=run_id, state=status.state, counts=counts)
+            announce(
+                self.app, run_finished, self, self.request.hostname, run_id=run_id, state=status.state, counts=counts
+            )
         return status.state
     if not store.claim(run_id, f"watch_round_{int(time.time() // WATCH_INTERVAL)}"):
         return "another watchdog has this round"  # copies sent while this one was stuck end here
     store.mark_seen(run_id, WATCHDOG, {})
     tend(self.app, run_id, by_watchdog=True)
-    raise self.retry(countdown=WATCH_INTERVAL)
+    run = store.run(run_id)
+    if run is not None:
+        # The next round is this task sent again: watching is no retry (nothing failed).
+        send_watchdog(self.app, run_id, RunSpec.from_dict(run.spec))
+    raise Ignore()
 
 
 # -- results for run handles ------------------------------------------------------------------

@@ -30,6 +30,11 @@ def producer_task_id(run_id: str, generation: int = 1) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{run_id}/producer{suffix}"))
 
 
+def watchdog_task_id(run_id: str) -> str:
+    """The task id of a run's watchdog (each round is the same task, sent again)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{run_id}/watchdog"))
+
+
 def node_entry_name(unique_id: str) -> str:
     """The store document holding one node's plan entry."""
     return f"plannode_{unique_id}"
