@@ -209,7 +209,9 @@ def built_by_dbt(documents: list[dict[str, Any]]) -> dict[str, str]:
         doc["unique_id"]: doc
         for doc in documents
         if doc.get("config.materialized") != "ephemeral"
-        and (doc["resource_type"] in ("seed", "unit_test", "exposure", "saved_query") or doc.get("raw_code", "").strip())
+        and (
+            doc["resource_type"] in ("seed", "unit_test", "exposure", "saved_query") or doc.get("raw_code", "").strip()
+        )
     }
     return {
         uid: doc["resource_type"]

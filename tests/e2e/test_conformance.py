@@ -129,7 +129,9 @@ def check_features_reference(report: ConformanceReport, not_passing: dict[tuple[
     """The reference build itself ended as the fixture says (guards the fixture, not dbt-celery)."""
     reference = by_name(report.reference)
     assert len(reference) == nodes, sorted(reference)
-    assert {key: status for key, status in reference.items() if status not in ("success", "pass", "no-op")} == not_passing
+    assert {
+        key: status for key, status in reference.items() if status not in ("success", "pass", "no-op")
+    } == not_passing
     assert not FEATURES_ABSENT & set(reference)
 
 
