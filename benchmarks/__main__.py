@@ -41,7 +41,7 @@ from typing import Any
 import redis
 
 from benchmarks.cpuprofile import Sampler, py_spy, record_command, summarize_collapsed
-from benchmarks.embedded import measure_embedded
+from benchmarks.embedded import measure_embedded, summarize_embedded
 from benchmarks.events import EventLog
 from benchmarks.floor import measure_floor
 from benchmarks.generate import Project, generate
@@ -111,6 +111,7 @@ class Config:
 
 
 def parse_args(argv: list[str] | None) -> Config:
+    """The command line as a :class:`Config` (exits with a usage message on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
@@ -208,13 +209,19 @@ def parse_args(argv: list[str] | None) -> Config:
 
 
 def log(message: str) -> None:
+    """Print one progress line with the time."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure the selected parts, write the doc, print each target's verdict."""
     config = parse_args(argv)
     if config.from_json is not None:
         saved = json.loads(config.from_json.read_text())
+        for data in saved.get("cases", {}).values():
+            data["summary"] = summarize_case(data)  # the summaries follow the report's current code
+        if saved.get("embedded"):
+            saved["embedded"]["summary"] = summarize_embedded(saved["embedded"])
         path = write_markdown(saved, config.out)
         log(f"re-rendered {path} from {config.from_json}")
         return 0
@@ -316,6 +323,7 @@ class Bench:
 
 
 def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db: int) -> None:
+    """Every case against the harness's own Redis workers, then the CPU profile, the memory floor, recovery."""
     url = f"{REDIS_HOST}/{run_db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -352,7 +360,7 @@ def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db:
                 for line in ratio_lines(key, data["summary"]):
                     print(line, flush=True)
             if config.cpu_profile and projects:
-                key = PROFILED_CASE if PROFILED_CASE in projects else next(iter(projects))
+                key = profiled_case(list(projects))
                 results["cpu_profile"] = profile_case(bench, key, projects[key])
             results["consumer_rss_trace"] = bench.rss_trace
             results["consumer_probe_end"] = workers.probe("consumer")
@@ -374,6 +382,14 @@ def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db:
         app.close()
 
 
+def profiled_case(keys: list[str]) -> str:
+    """The case the CPU profile samples: light 200, else the largest light case, else the first one measured."""
+    if PROFILED_CASE in keys:
+        return PROFILED_CASE
+    light = [key for key in keys if key.startswith("light/")]
+    return max(light, key=lambda key: int(key.split("/")[1])) if light else keys[0]
+
+
 def settle_late_executions(events: EventLog) -> None:
     """Wait until the last run's waiting copies have run (their countdown), then count them per run."""
     wait = events.last_end + DEFAULT_IDLE_WAIT + 3 - time.time()
@@ -384,6 +400,7 @@ def settle_late_executions(events: EventLog) -> None:
 
 
 def run_scale(results: dict[str, Any], scale_db: int) -> None:
+    """R4: plan, enqueue and record writes of synthetic graphs, no dbt."""
     log("R4: scale without dbt")
     for nodes in SCALE_SIZES:
         row = measure_scale(f"{REDIS_HOST}/{scale_db}", nodes)
@@ -407,6 +424,7 @@ def prepare_project(root: Path, profile: str, models: int, seeds: int, threads: 
 
 
 def measure_case(bench: Bench, profile: str, models: int) -> tuple[dict[str, Any], Project]:
+    """One profile at one size: alternating A/B pairs, then the diagnostic and naive runs it gets."""
     config, root = bench.config, bench.root
     project = prepare_project(root, profile, models, config.seeds, config.threads)
     pairs = config.reps_for(models)
@@ -497,6 +515,7 @@ def profile_case(bench: Bench, key: str, project: Project) -> dict[str, Any]:
 
 
 def run_recovery(config: Config, root: Path, app: Any, workers: Workers, workspaces: Path) -> dict[str, Any]:
+    """The recovery scenario on a heavy project (see :mod:`benchmarks.recovery`)."""
     size = config.recovery_size
     project = prepare_project(root, "heavy", size, config.seeds, config.threads)
     log(f"recovery: {size} models ({len(project.nodes)} nodes), undisturbed run, then the producer killed at 50%")
@@ -506,6 +525,7 @@ def run_recovery(config: Config, root: Path, app: Any, workers: Workers, workspa
 
 
 def machine() -> dict[str, Any]:
+    """CPUs, memory, platform and load of this machine."""
     cpu_model = "unknown"
     with open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
@@ -524,6 +544,7 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python, the packages measured and the Redis server."""
     found = {"python": platform.python_version()}
     for package in ("dbt-celery", "celery", "kombu", "redis", "dbt-core", "dbt-duckdb", "duckdb", "py-spy"):
         try:

@@ -109,7 +109,7 @@ def draw_lag(cases: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
 #: The scale chart's panels: (title, function of a case summary, target line or None).
 PANELS: list[tuple[str, Any, float | None]] = [
     ("R1 dbt-celery / dbt build", lambda s: s["r1"], 1.05),
-    ("consumer executions per node", lambda s: s["executions_per_node"], 1.5),
+    ("consumer executions per node: in the run ●, in all ■", "executions", 1.5),
     ("Redis commands per node", lambda s: s["redis_total_per_node"], None),
     ("consumer CPU / producer CPU", lambda s: s["consumer_cpu_share"], 0.10),
     ("wake-up lag p95 (s)", lambda s: s["lag_p95"], 0.5),
@@ -130,6 +130,10 @@ def draw_scale(cases: list[tuple[str, dict[str, Any]]], path: Path) -> Path:
             if value is None:
                 axis.plot(nodes, [s["producer_peak_rss"] / MB for _, s in rows], "o-", color=colour, label=profile)
                 axis.plot(nodes, [s["consumer_peak_rss"] / MB for _, s in rows], "s--", color=colour)
+            elif value == "executions":
+                axis.plot(nodes, [s["executions_per_node"] for _, s in rows], "o-", color=colour, label=profile)
+                every = [(n, s["executions_all_per_node"]) for n, s in rows if s.get("executions_all_per_node")]
+                axis.plot([n for n, _ in every], [v for _, v in every], "s--", color=colour)
             else:
                 points = [(n, v) for n, s in rows if (v := value(s)) is not None]
                 axis.plot([n for n, _ in points], [v for _, v in points], "o-", color=colour, label=profile)

@@ -24,6 +24,8 @@ RATE = 100
 #: Seconds py-spy may take to write its file once asked to stop.
 STOP_TIMEOUT = 30.0
 #: What the "on the stack" shares leave out: on nearly every stack, so they say nothing.
+#: The packages of the Celery stack, for the samples without a dbt-celery frame.
+MACHINERY = frozenset({"celery", "kombu", "billiard", "amqp", "vine"})
 #: The innermost-frame share of the samples with no dbt-celery frame at all.
 OUTSIDE = "(no dbt-celery frame)"
 NOT_PACKAGES = frozenset({"stdlib", "import", "script", "?"})
@@ -119,13 +121,16 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
     """Shares of the samples by package (self and inclusive) and by innermost dbt-celery frame.
 
     The innermost dbt-celery frame of a sample says which of dbt-celery's operations the
-    time was spent under (a store read, a message sent, dbt's build), whatever ran below it.
+    time was spent under (a store read, a message sent, dbt's build), whatever ran below it;
+    for the samples without one, the innermost frame of the Celery stack says which part of
+    the worker's own machinery ran (event sending, acks, the result backend).
     """
     total = 0
     self_packages: collections.Counter[str] = collections.Counter()
     inclusive_packages: collections.Counter[str] = collections.Counter()
     self_functions: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
+    machinery: collections.Counter[str] = collections.Counter()
     for line in lines:
         stack, _, count_text = line.rstrip().rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -141,6 +146,9 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
             inclusive_packages[name] += count
         mine = [f"{package_of(file)}.{function}" for function, file in frames if "dbt_celery/" in file]
         ours[mine[-1] if mine else OUTSIDE] += count
+        if not mine:
+            celery = [f"{function} ({package_of(file)})" for function, file in frames if _is_machinery(file)]
+            machinery[celery[-1] if celery else "(none of them)"] += count
 
     def shares(counter: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(name, count / total) for name, count in counter.most_common(top)] if total else []
@@ -151,4 +159,10 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         "inclusive_packages": shares(inclusive_packages),
         "self_functions": shares(self_functions),
         "dbt_celery_innermost": shares(ours),
+        "machinery_innermost": shares(machinery),
     }
+
+
+def _is_machinery(file: str) -> bool:
+    """Whether a frame belongs to the Celery stack (celery, kombu, billiard, amqp, vine)."""
+    return package_of(file).split(".")[0] in MACHINERY

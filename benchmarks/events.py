@@ -6,8 +6,10 @@ that id. Neither shows in the outcome's counters reliably, so the harness listen
 workers' ``task-received`` (a message delivered to the worker, countdown copies included)
 and ``task-started`` (an execution) events with a real event receiver, keeps them per
 task id, and counts them per node over a run's window: from submit to ``wait()``
-returning. Executions after the window are the waiting copies that were still on their
-countdown when the run ended; they run later and find the outcome written.
+returning. An execution followed by no ``task-succeeded``/``-failed``/``-retried`` ended
+with ``Ignore``: it found nothing to do yet (and sent itself again), or it was a stale copy
+that found the outcome written. Executions after the window are the waiting copies that
+were still on their countdown when the run ended; they run later, stale.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Iterable, Mapping
 from celery import Celery
 
 RECEIVED, STARTED = "task-received", "task-started"
+#: Events that end an execution with a result (an Ignore'd execution sends none: it waited, or was stale).
+FINISHED = ("task-succeeded", "task-failed", "task-retried")
 #: Seconds the receiver may take to connect.
 START_TIMEOUT = 10.0
 
@@ -90,7 +94,7 @@ class EventLog:
     def _receive(self) -> None:
         try:
             with self.app.connection() as connection:
-                handlers = {RECEIVED: self._record, STARTED: self._record}
+                handlers = {kind: self._record for kind in (RECEIVED, STARTED, *FINISHED)}
                 self._receiver = receiver = self.app.events.Receiver(connection, handlers=handlers)
                 receiver.on_consume_ready = lambda *args, **kwargs: self._ready.set()
                 for _ in receiver.consume(limit=None, timeout=None, wakeup=False, safety_interval=0.2):
@@ -108,6 +112,7 @@ def count_in_window(timelines: Mapping[str, Timeline], start: float, end: float)
         counts[task_id] = {
             "received": inside.count(RECEIVED),
             "started": inside.count(STARTED),
+            "finished": sum(1 for kind in inside if kind in FINISHED),
             "started_after": sum(1 for kind, stamp in timeline if kind == STARTED and stamp > end),
         }
     return counts
@@ -119,12 +124,14 @@ def execution_stats(counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
         return {"nodes": 0}
     started = [entry["started"] for entry in counts.values()]
     received = [entry["received"] for entry in counts.values()]
+    ignored = [max(0, entry["started"] - entry.get("finished", entry["started"])) for entry in counts.values()]
     return {
         "nodes": len(counts),
         "executions_mean": statistics.fmean(started),
         "executions_max": max(started),
         "executions_min": min(started),
         "nodes_executed_more_than_once": sum(1 for value in started if value > 1),
+        "ignored_mean": statistics.fmean(ignored),
         "deliveries_mean": statistics.fmean(received),
         "deliveries_max": max(received),
         "late_executions": sum(entry["started_after"] for entry in counts.values()),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmarks.charts import MB, draw_charts, ordered_cases
-from benchmarks.measure import percentile
+from benchmarks.measure import WAIT_INTERVAL, percentile
 from benchmarks.profiles import PROFILES
 from benchmarks.recovery import recovery_ok, timeline_text
 from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
@@ -61,6 +61,7 @@ def summarize_case(data: dict[str, Any]) -> dict[str, Any]:
         "lag_count": len(lags),
         "tail_lag": statistics.median(m["tail_lag"] for m in celery),
         "executions_per_node": statistics.fmean(e["executions_mean"] for e in runs),
+        "ignored_per_node": statistics.fmean(e.get("ignored_mean", 0.0) for e in runs),
         "executions_max": max(e["executions_max"] for e in runs),
         "nodes_executed_more_than_once": max(e["nodes_executed_more_than_once"] for e in runs),
         "deliveries_per_node": statistics.fmean(e["deliveries_mean"] for e in runs),
@@ -95,6 +96,8 @@ def summarize_case(data: dict[str, Any]) -> dict[str, Any]:
         "plan": celery[-1].get("plan"),
         "depends_on_edges": data.get("depends_on_edges"),
     }
+    if summary["late_executions_per_node"] is not None:
+        summary["executions_all_per_node"] = summary["executions_per_node"] + summary["late_executions_per_node"]
     alone = data.get("producer_alone")
     if alone:
         summary["alone"] = alone
@@ -223,6 +226,17 @@ def embedded_lines(s: dict[str, Any]) -> list[str]:
 
 
 # -- why targets were missed ---------------------------------------------------------------------
+#: Why a node costs two consumer executions (from the library's design: enqueue, then wake).
+WAITING_COPY = (
+    f"A consumer sent before dbt reached its node goes out with a countdown (`idle_wait`, {DEFAULT_IDLE_WAIT:g} s) "
+    "and the producer sends a second copy under the same task id when the node's record lands (the wake), which "
+    "does the work. The first copy stays with the worker until its countdown ends and then still executes: it finds "
+    "the outcome written and ends with `Ignore` (two billiard `ExceptionInfo`s, an INFO log line, an ack, and its "
+    "task events). That happens inside the run when the run outlasts the countdown, after it otherwise, so nearly "
+    "every node costs two executions in all."
+)
+
+
 def _shares(pairs: list[Any], count: int = 5) -> str:
     return ", ".join(f"`{name}` {share:.0%}" for name, share in pairs[:count]) or "–"
 
@@ -255,7 +269,8 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"{p['queue'] + p['plan_and_start']:.1f} s (queue {p['queue']:.2f} + parse, `dbt ls`, plan and enqueue "
                 f"{p['plan_and_start']:.1f}) vs the CLI's {s['cli_before_first_node'] or float('nan'):.1f} s (interpreter, "
                 f"import, parse); dbt's node span {p['nodes_span']:.1f} s in the producer vs {s['cli_nodes_span'] or float('nan'):.1f} s "
-                f"in the CLI; after the last node {p['producer_finish'] + max(p['tail'], 0) + p['observer']:.1f} s."
+                f"in the CLI; after the last node {p['producer_finish'] + max(p['tail'], 0) + p['observer']:.1f} s, of which "
+                f"{p['observer']:.1f} s from the last outcome to `wait()` returning."
             )
             if alone:
                 text += (
@@ -269,6 +284,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 )
             text += (
                 f" CPU per run: producer {s['cpu']['producer']:.1f} s, consumer {s['cpu']['consumer']:.1f} s, this observer "
+                f"(`DbtRun.wait()`, which reads every node's status every {WAIT_INTERVAL:g} s, and the event receiver) "
                 f"{s['cpu']['observer']:.1f} s, plain CLI {s['cpu']['cli']:.1f} s; the workers kept "
                 f"{s['machine_busy']:.2f} of this machine's {cpus} CPUs busy on average."
             )
@@ -286,14 +302,21 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             if s["executions_per_node"] <= EXECUTIONS_MAX:
                 continue
             notes.append(
-                f"- **{s['executions_per_node']:.2f} executions per node at {key.replace('/', ' ')}** (max "
-                f"{s['executions_max']}, {s['nodes_executed_more_than_once']:,} of {s['nodes']:,} nodes ran more than once, "
-                f"{s['deliveries_per_node']:.2f} messages delivered per node). A consumer runs more than once when its "
-                f"waiting copy's countdown ({DEFAULT_IDLE_WAIT:g} s) ran out before dbt reached the node (the run took "
-                f"{s['celery_median']:.0f} s), when it was sent before its record and woken after it, or when its "
-                "parents' consumers released it twice; the outcome counters said "
+                f"- **{s['executions_per_node']:.2f} consumer executions per node at {key.replace('/', ' ')}** (max "
+                f"{s['executions_max']}; {s['nodes_executed_more_than_once']:,} of {s['nodes']:,} nodes ran more than "
+                f"once; {s['ignored_per_node']:.2f} executions per node ended with `Ignore`, i.e. without a result; "
+                f"{s['deliveries_per_node']:.2f} messages delivered per node). {WAITING_COPY} Here the run took "
+                f"{s['celery_median']:.0f} s, longer than the countdown, so most waiting copies ran inside the run; "
+                "the outcome counters (polls + retries) saw none of this and said "
                 f"{s['outcome_executions_per_node']:.2f}."
             )
+    elif summaries and all(s.get("executions_all_per_node", 0) > EXECUTIONS_MAX for _, s in summaries):
+        notes.append(
+            "- The executions target is met inside each run's window, but not once the waiting copies that run "
+            "after it are counted ("
+            + ", ".join(f"{s['executions_all_per_node']:.2f} per node at {k.replace('/', ' ')}" for k, s in summaries)
+            + f"). {WAITING_COPY}"
+        )
     if met["consumer_cpu"][0] is False:
         worst = max(summaries, key=lambda item: item[1]["consumer_cpu_share"])
         key, s = worst
@@ -309,7 +332,8 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"{_inclusive(consumer, 'dbt_celery'):.0%} of the samples, Celery in {_inclusive(consumer, 'celery'):.0%}, "
                 f"kombu in {_inclusive(consumer, 'kombu'):.0%}, redis-py in {_inclusive(consumer, 'redis'):.0%} "
                 f"(overlapping); leaf packages {_shares(consumer['self_packages'])}; by innermost dbt-celery "
-                f"function {_shares(consumer['dbt_celery_innermost'])}."
+                f"function {_shares(consumer['dbt_celery_innermost'])}; without a dbt-celery frame, by innermost "
+                f"Celery-stack function {_shares(consumer.get('machinery_innermost') or [], 6)}."
             )
         plan = s.get("plan") or {}
         if plan:
@@ -332,9 +356,9 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
     if met["rss"][0] is False:
         start, end = results["consumer_probe_start"], results["consumer_probe_end"]
         floor = results.get("floor") or {}
-        peak = max(s["consumer_peak_rss"] for _, s in summaries) if summaries else end["rss_bytes"]
+        peak = max([end["rss_bytes"]] + [s["consumer_peak_rss"] for _, s in summaries])
         text = (
-            f"- **Consumer RSS {peak / MB:.0f} MB at its peak** ({end['rss_bytes'] / MB:.0f} MB after all runs, "
+            f"- **Consumer RSS up to {peak / MB:.0f} MB** ({end['rss_bytes'] / MB:.0f} MB after all runs, "
             f"{start['rss_bytes'] / MB:.0f} MB right after start; dbt "
             f"{'imported' if end['dbt_imported'] else 'not imported'}, {end['modules']} modules)."
         )
@@ -343,8 +367,8 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f" A bare `celery worker` of a trivial app with the same flags took {floor['rss_after_start'] / MB:.0f} MB "
                 f"after start and {floor['rss_after_tasks'] / MB:.0f} MB after {floor['tasks_started']:,} no-op tasks "
                 f"(peak {floor['peak_rss'] / MB:.0f} MB): that much is the `celery` command and its installed plugins; "
-                f"dbt-celery's consumers add {(peak - floor['peak_rss']) / MB:.0f} MB above it (messages on countdown "
-                "held in memory, the plan and records they decode)."
+                f"dbt-celery's consumers add {(peak - floor['peak_rss']) / MB:.0f} MB above it. "
+                + rss_growth(results.get("consumer_rss_trace") or [])
             )
         notes.append(text)
     if met["embedded"][0] is False:
@@ -359,8 +383,10 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"the producer starting (both workers start, the producer imports dbt, the run is submitted), "
                 f"{p['plan']:.1f} s to the first node (parse, `dbt ls`, plan), {p['nodes']:.1f} s of nodes, "
                 f"{p['tail']:.1f} s to the last outcome, {p['exit']:.1f} s to exit (workers stopped). Plain dbt: "
-                f"{c['startup']:.1f} s to the first node, {c['nodes']:.1f} s of nodes, {c['exit']:.1f} s to exit. On a "
-                "project this small the fixed cost of starting two worker processes and planning is most of the gap."
+                f"{c['startup']:.1f} s to the first node, {c['nodes']:.1f} s of nodes, {c['exit']:.1f} s to exit. Reaching "
+                f"the first node took {p['startup'] + p['plan'] - c['startup']:+.1f} s more than the CLI, of a gap of "
+                f"{e[step]['median'] - e['cli_median']:.1f} s: on a project this small, starting two workers (one "
+                "importing dbt) and planning before the build is the cost."
             )
     if met["r4_writes"][0] is False:
         big = max(results["scale"], key=lambda row: row["nodes"])
@@ -369,7 +395,36 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             f"records as direct SETs took {big['direct_writes']:.2f} s: one sequential Redis round trip per record (the "
             "producer batches its writes; this measures the one-at-a-time worst case)."
         )
+    if met["r4_plan"][0] is False:
+        big = max(results["scale"], key=lambda row: row["nodes"])
+        notes.append(
+            f"- **R4 plan + enqueue {big['plan_enqueue']:.2f} s for {big['nodes']:,} nodes**: saving the plan took "
+            f"{big['plan_save']:.2f} s and enqueueing its {big['roots']} roots {big['enqueue']:.2f} s."
+        )
+    heavy = dict(summaries).get("heavy/200")
+    if met["r2"][0] is False and heavy:
+        notes.append(
+            f"- **R2 {heavy['r2']:.1f}× at heavy 200**: the naive chain took {heavy['naive_per_node']:.2f} s per node "
+            f"(a new dbt process each) against dbt-celery's {heavy['celery_median'] / heavy['nodes']:.3f} s per node."
+        )
+    if met["recovery"][0] is False:
+        notes.append(f"- **Recovery {met['recovery'][1]}**: see *Recovery* below for where the time went.")
     return notes
+
+
+def rss_growth(trace: list[Any]) -> str:
+    """What the consumer RSS after each run says: growing run after run, or level."""
+    values = [rss for _, _, rss in trace]
+    if len(values) < 3:
+        return ""
+    steps = [later - earlier for earlier, later in zip(values, values[1:])]
+    last = statistics.fmean(steps[-3:])
+    trend = (
+        f"still growing over the last runs (+{last / MB:.1f} MB per run)"
+        if last > 2 * MB
+        else f"level over the last runs ({last / MB:+.1f} MB per run)"
+    )
+    return f"After each run it was {', '.join(f'{v / MB:.0f}' for v in values)} MB: {trend}."
 
 
 # -- markdown ---------------------------------------------------------------------------------
@@ -412,6 +467,12 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
     consumer = profile.get("consumer") or {}
     if consumer.get("samples"):
         lines += ["", "Hottest leaf frames in the consumer worker: " + _shares(consumer["self_functions"], 8) + "."]
+        if consumer.get("machinery_innermost"):
+            lines += [
+                "",
+                "Consumer worker samples without a dbt-celery frame, by the innermost Celery/kombu/billiard function "
+                "(shares of all its samples): " + _shares(consumer["machinery_innermost"], 10) + ".",
+            ]
     producer = profile.get("producer") or {}
     if producer.get("samples"):
         lines += ["", "Hottest leaf frames in the producer worker: " + _shares(producer["self_functions"], 8) + "."]
@@ -507,7 +568,8 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("")
     add(
         "| case | nodes | dbt build (s) | dbt-celery (s) | R1 (pairs) | lag p50 / p95 / max (s) | tail lag (s) "
-        "| executions / node (max) | deliveries / node | consumer CPU / producer | Redis cmds / node "
+        "| executions / node: in the run (max), of them Ignore'd, incl. after the run | deliveries / node "
+        "| consumer CPU / producer | Redis cmds / node "
         "| peak RSS MB: dbt build / producer / consumer |"
     )
     add("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -517,7 +579,8 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         add(
             f"| {key.replace('/', ' ')} | {s['nodes']:,} | {s['cli_median']:.2f} | {s['celery_median']:.2f} "
             f"| {s['r1']:.3f} ({', '.join(f'{r:.2f}' for r in s['r1_pairs'])}) | {lag} | {s['tail_lag']:.2f} "
-            f"| {s['executions_per_node']:.2f} ({s['executions_max']}) | {s['deliveries_per_node']:.2f} "
+            f"| {s['executions_per_node']:.2f} ({s['executions_max']}), {s['ignored_per_node']:.2f}, "
+            f"{_num(s.get('executions_all_per_node'))} | {s['deliveries_per_node']:.2f} "
             f"| {s['consumer_cpu_share']:.0%} | {s['redis_total_per_node']:.0f} "
             f"| {_mb(s['cli_peak_rss'])} / {_mb(s['producer_peak_rss'])} / {_mb(s['consumer_peak_rss'])} |"
         )
@@ -530,11 +593,9 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         "- Executions per node = `task-started` events of the node's consumer task id between submit and the run's "
         "end, from a Celery event receiver in the harness (the workers run with `-E`); deliveries = `task-received` "
         "events in the same window (a waiting copy on its countdown is delivered at once and held by the worker). "
-        "Waiting copies still on their countdown when the run ended execute later and find the outcome written: "
-        + ", ".join(
-            f"{_num(d['summary']['late_executions_per_node'])} per node at {k.replace('/', ' ')}" for k, d in cases
-        )
-        + "."
+        "*Ignore'd* executions sent no `task-succeeded`/`-failed`/`-retried` event: they found nothing to do yet, or "
+        "the outcome already written. *Incl. after the run* adds the waiting copies still on their countdown when "
+        "the run ended, which execute later (counted once their countdown has passed)."
     )
     add(
         "- Lag = the consumer's `NodeOutcome.recorded_at` − dbt's `finished_at` for the node, pooled over the runs; tail "
@@ -772,6 +833,10 @@ def _method_section() -> list[str]:
         "`DBT_CELERY_PRELOAD_DBT=1` and `celery -A dbt_celery worker -Q dbt_celery.consumer,dbt_celery.control -P "
         "threads -c 4`, both `-E --without-gossip --without-mingle --include benchmarks.naive`, warmed with two small "
         "runs first.",
+        f"- Stale copies: a dbt-celery run's waiting consumer copies still on their countdown ({DEFAULT_IDLE_WAIT:g} s) "
+        "when it ends execute during the next measurement, a plain build or a dbt-celery run, which they slow a "
+        "little (the A/B order alternates, so both kinds get some). The harness does not wait them out between runs "
+        "(that would add half a minute per run); it counts them per run once they have run.",
         "- Redis: the harness picks two databases that hold no keys and have no client connected (`--redis-db` names "
         "one) and flushes only those. Every run checks that the producer ran in this harness's own worker, so a "
         "foreign worker on the same database fails the benchmark instead of skewing it.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.__main__ import parse_args
+from benchmarks.__main__ import parse_args, profiled_case
 from benchmarks.cpuprofile import package_of, parse_frame, summarize_collapsed
 from benchmarks.events import RECEIVED, STARTED, count_in_window, execution_stats
 from benchmarks.generate import Shape, generate
@@ -12,23 +12,25 @@ from benchmarks.profiles import PROFILES, parse_parts
 from benchmarks.report import summarize_case, targets
 
 SITE = "/venv/lib/python3.11/site-packages"
+SUCCEEDED = "task-succeeded"
 
 
 # -- executions counted from Celery events ------------------------------------------------------
 def test_executions_are_counted_per_task_inside_the_run_window_and_late_ones_apart():
     timelines = {
-        "a": [(RECEIVED, 10.0), (RECEIVED, 11.0), (STARTED, 11.1), (STARTED, 45.0)],  # woken, stale copy later
-        "b": [(RECEIVED, 10.5), (STARTED, 10.6), (RECEIVED, 12.0), (STARTED, 12.1)],  # polled twice
-        "c": [(RECEIVED, 5.0), (STARTED, 5.1), (RECEIVED, 13.0), (STARTED, 13.1)],  # an earlier run's copy before
+        "a": [(RECEIVED, 10.0), (RECEIVED, 11.0), (STARTED, 11.1), (SUCCEEDED, 11.2), (STARTED, 45.0)],  # stale later
+        "b": [(RECEIVED, 10.5), (STARTED, 10.6), (RECEIVED, 12.0), (STARTED, 12.1), (SUCCEEDED, 12.2)],  # waited once
+        "c": [(RECEIVED, 5.0), (STARTED, 5.1), (RECEIVED, 13.0), (STARTED, 13.1), ("task-failed", 13.2)],  # earlier run
     }
     counts = count_in_window(timelines, start=10.0, end=20.0)
-    assert counts["a"] == {"received": 2, "started": 1, "started_after": 1}
-    assert counts["b"] == {"received": 2, "started": 2, "started_after": 0}
-    assert counts["c"] == {"received": 1, "started": 1, "started_after": 0}
+    assert counts["a"] == {"received": 2, "started": 1, "finished": 1, "started_after": 1}
+    assert counts["b"] == {"received": 2, "started": 2, "finished": 1, "started_after": 0}
+    assert counts["c"] == {"received": 1, "started": 1, "finished": 1, "started_after": 0}
     stats = execution_stats(counts)
     assert stats["executions_mean"] == pytest.approx(4 / 3)
     assert (stats["executions_max"], stats["executions_min"], stats["nodes_executed_more_than_once"]) == (2, 1, 1)
     assert stats["deliveries_mean"] == pytest.approx(5 / 3)
+    assert stats["ignored_mean"] == pytest.approx(1 / 3)  # b's first execution ended with Ignore
     assert stats["late_executions"] == 1
 
 
@@ -59,6 +61,7 @@ def test_collapsed_stacks_give_self_and_inclusive_shares():
     assert dict(summary["self_packages"]) == {"redis": 0.6, "kombu": 0.4}
     assert dict(summary["inclusive_packages"])["dbt_celery"] == 0.6
     assert dict(summary["dbt_celery_innermost"]) == {"dbt_celery.core.store.poll": 0.6, "(no dbt-celery frame)": 0.4}
+    assert dict(summary["machinery_innermost"]) == {"poll (kombu)": 0.4}
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -70,6 +73,12 @@ def test_only_selects_parts_and_quick_shrinks_every_profile():
     full = parse_args([])
     assert full.cases == [("light", 200), ("light", 1000), ("heavy", 50), ("heavy", 200), ("views", 2500)]
     assert full.reps_for(200) == 3 and full.reps_for(1000) == 1
+
+
+def test_the_cpu_profile_samples_light_200_or_the_largest_light_case():
+    assert profiled_case(["light/20", "light/200", "heavy/50"]) == "light/200"
+    assert profiled_case(["light/20", "light/100", "views/150"]) == "light/100"
+    assert profiled_case(["heavy/20", "views/150"]) == "heavy/20"
 
 
 def test_sizes_override_light_and_heavy_and_bad_input_is_refused(capsys):
