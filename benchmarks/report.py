@@ -384,7 +384,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"{p['plan']:.1f} s to the first node (parse, `dbt ls`, plan), {p['nodes']:.1f} s of nodes, "
                 f"{p['tail']:.1f} s to the last outcome, {p['exit']:.1f} s to exit (workers stopped). Plain dbt: "
                 f"{c['startup']:.1f} s to the first node, {c['nodes']:.1f} s of nodes, {c['exit']:.1f} s to exit. Reaching "
-                f"the first node took {p['startup'] + p['plan'] - c['startup']:+.1f} s more than the CLI, of a gap of "
+                f"the first node took {p['startup'] + p['plan'] - c['startup']:.1f} s longer than in the CLI, of a gap of "
                 f"{e[step]['median'] - e['cli_median']:.1f} s: on a project this small, starting two workers (one "
                 "importing dbt) and planning before the build is the cost."
             )
@@ -841,7 +841,7 @@ def _method_section() -> list[str]:
         "one) and flushes only those. Every run checks that the producer ran in this harness's own worker, so a "
         "foreign worker on the same database fails the benchmark instead of skewing it.",
         "- Parts can be run alone: `python -m benchmarks --only light,heavy,views,embedded` (any subset), "
-        "`--light 200,1000 --heavy 50,200 --views 2500` for sizes, `--quick` for small sizes and one pair, "
+        "`--light 200,1000 --heavy 50,200 --views 1000` for sizes (`--views 2500`: about 5,000 nodes), `--quick` for small sizes and one pair, "
         "`--from-json docs/benchmarks.json` to re-render.",
         "",
     ]
