@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.measure import _epoch, _results_span, dbt_env, fresh_db, run_timed
+from benchmarks.measure import _results_span, dbt_env, fresh_db, run_timed, when
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, embedded_settings, settings_from_env
 
@@ -109,9 +109,9 @@ def measure_run(project: Path, db: Path, state: Path) -> dict[str, Any]:
             f"{done.errors[-3000:]}\n{done.output[-2000:]}"
         )
     nodes = document["nodes"].values()
-    starts = [_epoch(node["started_at"]) for node in nodes if node.get("started_at")]
-    finishes = [_epoch(node["finished_at"]) for node in nodes if node.get("finished_at")]
-    recorded = [_epoch(node["recorded_at"]) for node in nodes if node.get("recorded_at")]
+    starts = [when(node["started_at"]) for node in nodes if node.get("started_at")]
+    finishes = [when(node["finished_at"]) for node in nodes if node.get("finished_at")]
+    recorded = [when(node["recorded_at"]) for node in nodes if node.get("recorded_at")]
     producer_started = _producer_started_at(state, document["run_id"])
     return {
         "wall": done.wall,

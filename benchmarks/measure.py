@@ -7,7 +7,6 @@ dict of numbers, so the results can be dumped to JSON and rendered by the report
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import resource
@@ -29,7 +28,7 @@ from benchmarks.naive import NAIVE_QUEUE, NAIVE_TASK
 from benchmarks.workers import Workers, process_peak_rss_bytes, process_rss_bytes, reset_peak_rss
 from dbt_celery.celery.backends import store_for
 from dbt_celery.core.plan import consumer_task_id, load_nodes
-from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState
+from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState, epoch_seconds
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import StatusStore
 from dbt_celery.run import submit
@@ -199,8 +198,8 @@ def measure_celery(
     executions = events.measure([consumer_task_id(run.id, uid) for uid in status.nodes], submitted, returned)
     if executions["executions_min"] < 1:
         raise RuntimeError(f"run {run.id}: a consumer executed without a task-started event (is the receiver lossy?)")
-    starts = [_epoch(o.started_at) for o in outcomes.values() if o.started_at]
-    finishes = [_epoch(o.finished_at) for o in outcomes.values() if o.finished_at]
+    starts = [when(o.started_at) for o in outcomes.values() if o.started_at]
+    finishes = [when(o.finished_at) for o in outcomes.values() if o.finished_at]
     last_consumer = max(o.recorded_at for o in outcomes.values() if o.recorded_at is not None)
     workspace = producer_results(workspaces, run.id)
     nodes = len(status.nodes)
@@ -321,7 +320,7 @@ def wake_up_lag(outcome: NodeOutcome) -> float | None:
     """Seconds from dbt finishing a node to its consumer recording the outcome (None if either is unknown)."""
     if not outcome.finished_at or outcome.recorded_at is None:
         return None
-    return outcome.recorded_at - _epoch(outcome.finished_at)
+    return outcome.recorded_at - when(outcome.finished_at)
 
 
 def command_stats(client: redis.Redis) -> dict[str, int]:
@@ -387,14 +386,6 @@ def _dbt() -> str:
     return str(Path(sys.executable).with_name("dbt"))
 
 
-def _epoch(iso: str) -> float:
-    """dbt's ISO timestamps are UTC without a zone."""
-    stamp = dt.datetime.fromisoformat(iso.rstrip("Z"))
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return stamp.timestamp()
-
-
 def _results_span(path: Path) -> dict[str, Any]:
     """First node start, last node end and their distance, from a run_results.json."""
     results = json.loads(path.read_text())["results"]
@@ -402,8 +393,8 @@ def _results_span(path: Path) -> dict[str, Any]:
     for result in results:
         timing = result.get("timing") or []
         if timing:
-            starts.append(_epoch(timing[0]["started_at"]))
-            ends.append(_epoch(timing[-1]["completed_at"]))
+            starts.append(when(timing[0]["started_at"]))
+            ends.append(when(timing[-1]["completed_at"]))
     if not starts:
         return {"span": None, "first_start": None, "count": len(results)}
     return {"span": max(ends) - min(starts), "first_start": min(starts), "count": len(results)}
@@ -421,3 +412,10 @@ def percentile(values: list[float], fraction: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def when(iso: str) -> float:
+    """Epoch seconds of one of dbt's timestamps (which must be there)."""
+    seconds = epoch_seconds(iso)
+    assert seconds is not None, f"not a timestamp: {iso!r}"
+    return seconds

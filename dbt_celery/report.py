@@ -18,12 +18,11 @@ import dataclasses
 import html
 import math
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dbt_celery.core.plan import RunPlan
-from dbt_celery.core.records import NodeState
+from dbt_celery.core.records import NodeState, epoch_seconds
 from dbt_celery.core.store import StatusStore
 from dbt_celery.core.summary import NodeStatus, RunStatus, summarize
 from dbt_celery.errors import ConfigurationError
@@ -132,21 +131,10 @@ def critical_path(ends: Mapping[str, float], parents: Mapping[str, Sequence[str]
 
 
 def _times(node: NodeStatus) -> tuple[float, float] | None:
-    start, end = _epoch(node.started_at), _epoch(node.finished_at)
+    start, end = epoch_seconds(node.started_at), epoch_seconds(node.finished_at)
     if start is None or end is None or end < start:
         return None
     return start, end
-
-
-def _epoch(value: str | None) -> float | None:
-    """Epoch seconds of one of dbt's timestamps (naive ones are UTC, as dbt writes them)."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _kind(node: NodeStatus) -> str:

@@ -19,7 +19,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
 
 from dbt_celery.celery.backends import is_transient, store_for
-from dbt_celery.celery.messages import enqueue, resume_producer, revive_watchdog, send_consumer
+from dbt_celery.celery.messages import enqueue, resend, resume_producer, revive_watchdog, send_consumer
 from dbt_celery.celery.queues import Queues
 from dbt_celery.core.plan import (
     GraphNode,
@@ -198,16 +198,5 @@ class Consumer:
         return self.task.retry(countdown=countdown, headers=self._headers(attempt), **options)
 
     def _reschedule(self, attempt: Attempt, countdown: float, queue: str | None = None) -> BaseException:
-        """A poll: send this consumer again with a countdown and end this delivery without a state.
-
-        Not ``self.retry``: a poll is no failure, so the task shows no RETRY, no exception and
-        no retry count for it in Flower; the next copy runs under the same task id.
-        """
-        request = self.task.request
-        current = (request.delivery_info or {}).get("routing_key")
-        node = GraphNode.placeholder(self.unique_id)
-        send_consumer(
-            self.app, self.run_id, node, self._headers(attempt),
-            countdown=countdown, queue=queue or current, shadow=request.shadow, retries=request.retries or 0,
-        )  # fmt: skip
-        return Ignore()
+        """A poll: this consumer again in ``countdown`` seconds, carrying ``attempt`` (see :func:`resend`)."""
+        return resend(self.task, countdown, queue=queue, headers=self._headers(attempt))

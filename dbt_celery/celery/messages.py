@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 
 from dbt_celery.celery.backends import store_for
@@ -78,8 +79,33 @@ def _publish(app: Celery, name: str, **options: Any) -> None:
         raise StoreUnavailable(f"the broker is unreachable: {exc}") from None
 
 
-def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = None, *, idle_wait: float) -> None:
-    """Send the consumer of each node (all of ``nodes``, or those in ``ids``) that nobody sent yet.
+def resend(task: Task, countdown: float, *, queue: str | None = None, headers: dict[str, Any] | None = None) -> Ignore:
+    """Send the running task again under its own id, in ``countdown`` seconds; return the Ignore to raise.
+
+    How dbt-celery waits (a consumer's poll, a watchdog's next round, a producer waiting for its
+    target's turn): not ``self.retry``, since nothing failed, so Flower shows no RETRY, exception
+    or retry count for it. The copy keeps the task's name, arguments, shadow name, queue (unless
+    ``queue`` says another) and genuine retry count; ending the delivery with ``Ignore`` leaves
+    the task's stored state as it was.
+    """
+    request = task.request
+    _publish(
+        task.app,
+        task.name,
+        args=request.args,
+        kwargs=request.kwargs,
+        task_id=request.id,
+        countdown=countdown or None,
+        queue=queue or (request.delivery_info or {}).get("routing_key"),
+        shadow=request.shadow,
+        headers=headers,
+        retries=request.retries or 0,
+    )
+    return Ignore()
+
+
+def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = None, *, idle_wait: float) -> int:
+    """Send the consumer of each node (all of ``nodes``, or those in ``ids``) that nobody sent yet; return how many.
 
     A node dbt has already reported is looked at at once; the others are looked at after
     ``idle_wait`` seconds, unless the producer wakes them sooner (:func:`wake_consumers`).
@@ -91,6 +117,7 @@ def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = No
     reported = store.node_events(run_id, claimed) if claimed else {}
     for uid in claimed:
         send_consumer(app, run_id, nodes[uid], countdown=0.0 if uid in reported else idle_wait)
+    return len(claimed)
 
 
 def wake_consumers(app: Celery, run_id: str, nodes: Mapping[str, GraphNode]) -> int:
@@ -116,23 +143,17 @@ def send_consumer(
     *,
     countdown: float = 0.0,
     queue: str | None = None,
-    shadow: str | None = None,
-    retries: int = 0,
 ) -> None:
-    """Send (or send again) the consumer of one node, under its deterministic task id.
-
-    ``retries`` is Celery's count of genuine retries, kept when a delivery re-sends itself.
-    """
+    """Send (or send again) the consumer of one node, under its deterministic task id."""
     _publish(
         app,
         "dbt_celery.consume",
         kwargs={"run_id": run_id, "unique_id": node.unique_id},
         task_id=consumer_task_id(run_id, node.unique_id),
         queue=queue or Queues.of(app).consumer,
-        shadow=shadow or f"dbt {node.resource_type} {node.name}",
+        shadow=f"dbt {node.resource_type} {node.name}",
         headers=headers,
         countdown=countdown or None,
-        retries=retries,
     )
 
 

@@ -23,7 +23,7 @@ from celery.signals import worker_init
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.consumer import Consumer
 from dbt_celery.celery.kombu_fix import keep_workers_alive_across_redis_restarts
-from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, send_run, send_watchdog, wake_consumers
+from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, resend, send_run, wake_consumers
 from dbt_celery.celery.signals import announce, run_finished, run_started
 from dbt_celery.celery.watchdog import tend
 from dbt_celery.core.overlap import Admission, admit, check_policy, location_key, take_turn, target_key
@@ -56,7 +56,6 @@ PROGRESS_EVERY = 1.0
     bind=True,
     name="dbt_celery.produce",
     acks_late=False,
-    max_retries=None,
     throws=(BuildFailed,),
     ignore_result=False,  # stored even under the app's task_ignore_result=True (Flask's guide sets it)
 )
@@ -75,7 +74,7 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         blocker = take_turn(store, run_id, key, lambda other: summarize(store, other).done)
         if blocker is not None and time.time() < run.deadline and store.cancelled(run_id) is None:
             _note_waiting(store, run_id, blocker)
-            raise self.retry(countdown=TURN_POLL)
+            raise resend(self, TURN_POLL)
     try:
         summary = run_producer(
             store,
@@ -193,7 +192,7 @@ def consume(self: Task, run_id: str, unique_id: str) -> dict[str, Any]:
     return Consumer(self, run_id, unique_id).run()
 
 
-@shared_task(bind=True, name="dbt_celery.watch", max_retries=None, acks_late=True, ignore_result=True)
+@shared_task(bind=True, name="dbt_celery.watch", acks_late=True, ignore_result=True)
 def watch(self: Task, run_id: str) -> str:
     """Keep a run moving: re-send lost consumers, resume a dead producer, end it at its deadline."""
     store = store_for(self.app)
@@ -209,11 +208,7 @@ def watch(self: Task, run_id: str) -> str:
         return "another watchdog has this round"  # copies sent while this one was stuck end here
     store.mark_seen(run_id, WATCHDOG, {})
     tend(self.app, run_id, by_watchdog=True)
-    run = store.run(run_id)
-    if run is not None:
-        # The next round is this task sent again: watching is no retry (nothing failed).
-        send_watchdog(self.app, run_id, RunSpec.from_dict(run.spec))
-    raise Ignore()
+    raise resend(self, WATCH_INTERVAL)
 
 
 # -- results for run handles ------------------------------------------------------------------

@@ -69,8 +69,9 @@ def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], spec: 
     consumer broke between recording its outcome and releasing its children).
     """
     after = spec.rearm_after
-    claims = store.claims(run_id, [f"enqueue_{uid}" for uid in uids])
+    # Outcomes first: a parent's consumer records its outcome before it claims its children.
     outcomes = store.outcomes(run_id, uids)
+    claims = store.claims(run_id, [f"enqueue_{uid}" for uid in uids])
     sent = [uid for uid in uids if f"enqueue_{uid}" in claims and uid not in outcomes]
     seen = store.seen(run_id, sent)
     stale = [uid for uid in sent if now - float(seen.get(uid, {}).get("at") or claims[f"enqueue_{uid}"]) > after]
@@ -86,9 +87,9 @@ def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], spec: 
         for uid, node in unsent.items()
         if all(parent in outcomes and outcomes[parent].state in PASSING_STATES for parent in node.parents)
     }
-    if stranded:
-        log.warning("run %s: sending %d consumer(s) whose parents all passed", run_id, len(stranded))
-        enqueue(app, run_id, stranded, idle_wait=spec.idle_countdown)
+    # A parent's consumer may claim one between the reads above: only what this round sent is news.
+    if stranded and (sent_now := enqueue(app, run_id, stranded, idle_wait=spec.idle_countdown)):
+        log.warning("run %s: sent %d consumer(s) whose parents all passed", run_id, sent_now)
 
 
 def _expire(app: Celery, store: StatusStore, run_id: str, uids: list[str]) -> None:

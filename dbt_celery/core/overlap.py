@@ -9,7 +9,7 @@ once corrupt each other or, on DuckDB, fail on the file lock. Two guards keep th
   (``skip``), queued behind it (``queue``) or started after cancelling it
   (``cancel_previous``);
 * :func:`take_turn`, the safety net whichever way a run was started: a run's producer
-  takes the target's *turn* before it plans, and waits (by retrying its task) while the
+  takes the target's *turn* before it plans, and waits (sending its task again) while the
   run holding the turn is not done.
 
 The target is what dbt writes to (:func:`dbt_celery.dbt.target.target_identity`), not how

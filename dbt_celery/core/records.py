@@ -130,13 +130,22 @@ def utc_iso(value: str | float | None) -> str | None:
         return None
     if isinstance(value, (int, float)):
         return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat()
+    moment = _moment(value)
+    return moment.isoformat() if moment is not None else value
+
+
+def epoch_seconds(value: str | None) -> float | None:
+    """Epoch seconds of an ISO timestamp (a naive one is UTC, as dbt writes them); None if there is none."""
+    moment = _moment(value) if value else None
+    return moment.timestamp() if moment is not None else None
+
+
+def _moment(value: str) -> datetime.datetime | None:
     try:
         moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.isoformat()
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def not_run_event(unique_id: str, reason: str, *, upstream_failed: bool = False) -> NodeEvent:

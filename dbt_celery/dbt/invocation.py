@@ -125,14 +125,13 @@ class DbtInvocation:
                 self._interrupt()
             try:
                 finished = False
-                while not finished and (item := events.get()) is not _DONE:
-                    batch = parsed(item)
-                    while len(batch) < BATCH_MAX and not events.empty():
-                        item = events.get()
-                        if item is _DONE:
-                            finished = True
-                            break
-                        batch += parsed(item)
+                while not finished:
+                    # Whatever dbt said since the last batch (at least one item; _DONE comes last).
+                    items = [events.get()]
+                    while len(items) < BATCH_MAX and not events.empty():
+                        items.append(events.get())
+                    finished = items[-1] is _DONE
+                    batch = [event for item in items if item is not _DONE for event in parsed(item)]
                     if batch:
                         yield batch
             finally:

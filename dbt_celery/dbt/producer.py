@@ -33,7 +33,7 @@ from dbt_celery.errors import ConfigurationError, DbtCeleryError
 log = logging.getLogger(__name__)
 
 #: Sends the consumers of some nodes of a plan that nobody sent yet.
-Enqueue = Callable[[RunPlan, Iterable[str]], None]
+Enqueue = Callable[[RunPlan, Iterable[str]], object]
 #: Wakes the consumers (if sent) of nodes whose records were just written.
 Wake = Callable[[RunPlan, list[str]], object]
 #: Told the producer's state whenever the count of reported nodes changes.
@@ -72,9 +72,7 @@ def run_producer(
         raise DuplicateProducer(f"run {run_id} already has a live or finished producer")
     run = store.run(run_id)
     deadline = run.deadline if run is not None else time.time() + spec.timeout
-    producer = Producer(store, held, spec, enqueue, deadline, on_beat, keep_workspaces_for)
-    producer.wake, producer.on_progress = wake, on_progress
-    return producer.run()
+    return Producer(store, held, spec, enqueue, deadline, on_beat, keep_workspaces_for, wake, on_progress).run()
 
 
 class Producer:
@@ -89,11 +87,11 @@ class Producer:
         deadline: float,
         on_beat: Callable[[], None],
         keep_workspaces_for: float | None = None,
+        wake: Wake = lambda plan, ids: None,
+        on_progress: Progress = lambda state: None,
     ) -> None:
         self.store, self.held, self.spec, self.enqueue, self.deadline = store, held, spec, enqueue, deadline
-        self.on_beat = on_beat
-        self.wake: Wake = lambda plan, ids: None
-        self.on_progress: Progress = lambda state: None
+        self.on_beat, self.wake, self.on_progress = on_beat, wake, on_progress
         #: Seconds a run's workspace (its run_results.json and logs) is kept: as long as its records.
         self.keep_workspaces_for = keep_workspaces_for
         self.run_id = held.run_id
@@ -130,6 +128,7 @@ class Producer:
             prune_workspaces(self.spec, self.keep_workspaces_for)
         workspace = Workspace.create(self.spec, self.run_id, f"producer-{self.held.generation}")
         plan = RunPlan.load(self.store, self.run_id)
+        resumed = plan is not None
         selectors: list[str] | None = None
         if plan is None:
             graph = ProjectGraph.load(self.spec, workspace)
@@ -137,9 +136,9 @@ class Producer:
             self._fenced(plan.save(self.store, self.held))
         else:
             manifest = parse_project(self.spec, workspace)
-            self.plan = plan
-            selectors = self._resume_selection(plan)
         self.plan = plan
+        if resumed:
+            selectors = self._resume_selection(plan)
         self.enqueue(plan, plan.roots())
         self.state = self.state.replace(phase=ProducerPhase.RUNNING, total=len(plan.nodes), done=len(self.reported))
         self._write_state()

@@ -26,7 +26,7 @@ import yaml
 
 from dbt_celery.celery.backends import store_for
 from dbt_celery.conformance import ConformanceReport, compare
-from dbt_celery.core.records import NodeState
+from dbt_celery.core.records import NodeState, epoch_seconds
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import StatusStore
 from dbt_celery.dbt.commands import WORKSPACE_ENV
@@ -178,8 +178,9 @@ def next_batch(project: Path) -> None:
 
 
 def epoch(iso: str | None) -> float:
-    assert iso, "a fallback node has no started_at"
-    return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+    seconds = epoch_seconds(iso)
+    assert seconds is not None, "a fallback node has no started_at"
+    return seconds
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -21,7 +21,7 @@ import pytest
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.messages import send_consumer
 from dbt_celery.core.plan import GraphNode, consumer_task_id, producer_task_id
-from dbt_celery.core.records import NodeState
+from dbt_celery.core.records import NodeState, epoch_seconds
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.producer import DuplicateProducer, run_producer
 from dbt_celery.run import DbtRun, submit
@@ -216,10 +216,9 @@ def test_restored_handle_sees_the_same_run(redis_workers, redis_app, watcher_pro
 
 
 def _epoch(iso: str | None) -> float:
-    from datetime import datetime, timezone
-
-    assert iso
-    return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+    seconds = epoch_seconds(iso)
+    assert seconds is not None
+    return seconds
 
 
 def test_a_second_run_of_the_same_project_waits_for_the_first(redis_workers, redis_app, watcher_project, tmp_path):

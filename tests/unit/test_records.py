@@ -24,3 +24,12 @@ def test_a_node_in_json_has_only_zoned_timestamps():
     data = node.to_dict()
     for field in ("started_at", "finished_at", "recorded_at"):
         assert datetime.datetime.fromisoformat(data[field]).tzinfo is not None, field
+
+
+def test_epoch_seconds_reads_every_timestamp_form_dbt_writes():
+    from dbt_celery.core.records import epoch_seconds
+
+    assert epoch_seconds("1970-01-01T00:01:00") == 60.0  # naive: UTC
+    assert epoch_seconds("1970-01-01T00:01:00Z") == 60.0
+    assert epoch_seconds("1970-01-01T01:01:00+01:00") == 60.0
+    assert epoch_seconds("") is None and epoch_seconds(None) is None and epoch_seconds("yesterday") is None
