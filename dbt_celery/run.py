@@ -24,6 +24,9 @@ from dbt_celery.errors import ConfigurationError
 
 __all__ = ["DbtRun", "NodeStatus", "RunStatus", "submit"]
 
+#: A waiting handle sleeps at least this many times as long as its last status read took.
+PAUSE_PER_READ = 4.0
+
 
 class DbtRun:
     """A handle on one run, usable from any process that shares the status store."""
@@ -73,7 +76,10 @@ class DbtRun:
         deadline = time.monotonic() + timeout if timeout is not None else None
         tended = time.monotonic()
         while True:
+            read_at = time.monotonic()
             status = self.status()
+            # A big run's status costs real reads: keep this observer to a fifth of a core or less.
+            pause = max(interval, PAUSE_PER_READ * (time.monotonic() - read_at))
             if on_update is not None:
                 on_update(status)
             if status.done:
@@ -84,7 +90,7 @@ class DbtRun:
                 # Whoever waits helps the watchdog: re-send lost consumers, resume a dead producer.
                 tended = time.monotonic()
                 watchdog.tend(self.app, self.id, by_watchdog=False)
-            time.sleep(interval)
+            time.sleep(pause)
 
 
 def submit(spec: RunSpec, *, app: Celery | None = None) -> DbtRun:
