@@ -13,7 +13,7 @@ new path per build would change dbt's profile hash and force a full parse every 
 
 Phases of a dbt-celery run come from its records, read from the SQLite store afterwards:
 ``startup`` command start → producer task starts (interpreter, imports, both workers
-started, run submitted), ``plan`` → first node starts (parse, ``dbt ls``, plan), ``nodes``
+started, run submitted), ``plan`` → first node starts (parse, select, plan), ``nodes``
 first node start → last node finish, ``tail`` → last consumer outcome, ``exit`` → the
 command returns (last status read, table printed, workers stopped).
 """

@@ -266,7 +266,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             text = (
                 f"- **R1 {s['r1']:.2f} at {key.replace('/', ' ')}** ({s['nodes']:,} nodes; dbt-celery "
                 f"{s['celery_median']:.1f} s vs dbt build {s['cli_median']:.1f} s). Before the first node: "
-                f"{p['queue'] + p['plan_and_start']:.1f} s (queue {p['queue']:.2f} + parse, `dbt ls`, plan and enqueue "
+                f"{p['queue'] + p['plan_and_start']:.1f} s (queue {p['queue']:.2f} + parse, select, plan and enqueue "
                 f"{p['plan_and_start']:.1f}) vs the CLI's {s['cli_before_first_node'] or float('nan'):.1f} s (interpreter, "
                 f"import, parse); dbt's node span {p['nodes_span']:.1f} s in the producer vs {s['cli_nodes_span'] or float('nan'):.1f} s "
                 f"in the CLI; after the last node {p['producer_finish'] + max(p['tail'], 0) + p['observer']:.1f} s, of which "
@@ -381,7 +381,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"- **Embedded {step} run {e[step]['ratio']:.2f}× plain dbt** ({e[step]['median']:.1f} s vs "
                 f"{e['cli_median']:.1f} s for {e['nodes']} nodes). dbt-celery: {p['startup']:.1f} s from the command to "
                 f"the producer starting (both workers start, the producer imports dbt, the run is submitted), "
-                f"{p['plan']:.1f} s to the first node (parse, `dbt ls`, plan), {p['nodes']:.1f} s of nodes, "
+                f"{p['plan']:.1f} s to the first node (parse, select, plan), {p['nodes']:.1f} s of nodes, "
                 f"{p['tail']:.1f} s to the last outcome, {p['exit']:.1f} s to exit (workers stopped). Plain dbt: "
                 f"{c['startup']:.1f} s to the first node, {c['nodes']:.1f} s of nodes, {c['exit']:.1f} s to exit. Reaching "
                 f"the first node took {p['startup'] + p['plan'] - c['startup']:.1f} s longer than in the CLI, of a gap of "
@@ -509,7 +509,7 @@ def _embedded_section(results: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Phases (medians): dbt-celery `startup` command start → producer task starts (imports, both workers started, "
-        "run submitted, queue); `plan` → first node starts (parse, `dbt ls`, plan, roots enqueued); `nodes` first node "
+        "run submitted, queue); `plan` → first node starts (parse, select, plan, roots enqueued); `nodes` first node "
         "start → last node finish; `tail` → last consumer outcome; `exit` → the command returns (last status read, "
         "table printed, workers stopped). Plain dbt: `startup` process start → first node; `exit` last node → exit. "
         f"{s['nodes']} nodes.",
@@ -635,7 +635,7 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("")
     add(
         "dbt-celery: `queue` submit → producer task starts; `plan_and_start` → first dbt node starts (dbt parse with "
-        "partial parsing, `dbt ls`, plan written, roots enqueued); `nodes_span` first node start → last node finish; "
+        "partial parsing, selection, plan written, roots enqueued); `nodes_span` first node start → last node finish; "
         "`producer_finish` last node → producer state finished; `tail` producer finished → last consumer outcome "
         "(negative when the last consumer ended before the producer's own wrap-up); `observer` last consumer → "
         f"`wait()` returns (status read every {cfg['wait_interval']} s). Plain dbt build: `before_first_node` process "

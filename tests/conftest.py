@@ -26,6 +26,7 @@ from celery import Celery
 
 from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.workers import LocalWorkers
+from tests.faults.fault_fixtures import Audit
 
 LAYERS = ("unit", "dbt", "e2e", "faults", "integrations")
 REDIS_SERVER = os.environ.get("DBT_CELERY_TEST_REDIS_SERVER", "redis://127.0.0.1:6379")
@@ -99,3 +100,14 @@ def redis_workers(
     workers.extra_args += ["-I", "tests.signal_recorder"]
     with workers:
         yield workers
+
+
+@pytest.fixture
+def audit() -> Iterator[Audit]:
+    """A PostgreSQL schema of this test with an empty audit table (it counts every build), dropped at teardown."""
+    log = Audit()
+    log.create()
+    try:
+        yield log
+    finally:
+        log.drop()

@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from tests.helpers import wait_for
 
 #: Seconds Flower gets to come up and see the workers' heartbeats.
 START_PATIENCE = 60.0
@@ -126,19 +127,8 @@ class Flower:
         return counts
 
     def wait_for(self, read: Callable[[], _T | None], timeout: float, what: str) -> _T:
-        """Call ``read`` until it returns something other than None; raise after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            self.check()
-            try:
-                value = read()
-                if value is not None:
-                    return value
-            except (OSError, urllib.error.URLError) as exc:  # not listening yet
-                last = exc
-            time.sleep(0.3)
-        raise TimeoutError(f"{what} within {timeout} s (last error: {last!r}); log: {self.log_file}")
+        """Call ``read`` until it returns something; Flower not listening yet is "not yet"."""
+        return wait_for(read, timeout, what, check=self.check, interval=0.3, tolerate=(OSError,))
 
     def _hears_every_worker(self) -> bool | None:
         online = self.get("/api/workers", status="true")

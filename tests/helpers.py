@@ -3,11 +3,45 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+_T = TypeVar("_T")
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = Path(__file__).resolve().parent / "projects"
 JAFFLE_SHOP = REPO / "examples" / "jaffle_shop"
+
+
+def wait_for(
+    read: Callable[[], _T | None],
+    timeout: float,
+    what: str,
+    *,
+    check: Callable[[], Any] | None = None,
+    interval: float = 0.2,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> _T:
+    """Call ``read`` until it returns something truthy and return that; fail after ``timeout`` seconds.
+
+    ``check`` runs before each read (e.g. raise if a process the test needs died); errors of
+    the ``tolerate`` types (a server not listening yet) count as "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        if check is not None:
+            check()
+        try:
+            last = read()
+            if last:
+                return last
+        except tolerate as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}; last reading: {last!r}")
+        time.sleep(interval)
 
 
 def copy_project(name: str | Path, destination: Path) -> Path:

@@ -9,12 +9,13 @@ value found before back.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
 import pytest
+
+from tests.helpers import wait_for
 
 #: The local RabbitMQ (guest/guest may log in only from 127.0.0.1).
 AMQP_SERVER = "amqp://guest:guest@127.0.0.1:5672"
@@ -100,7 +101,9 @@ def queues(url: str) -> dict[str, QueueState]:
 
 def wait_for_consumer(url: str, queue: str, timeout: float = 120.0) -> None:
     """Wait until a worker consumes ``queue`` in the vhost of ``url`` (its channel is open)."""
-    deadline = time.monotonic() + timeout
-    while (state := queues(url).get(queue)) is None or state.consumers == 0:
-        assert time.monotonic() < deadline, f"no worker started consuming {queue}"
-        time.sleep(0.5)
+    wait_for(
+        lambda: (state := queues(url).get(queue)) is not None and state.consumers > 0,
+        timeout,
+        f"a worker consuming {queue}",
+        interval=0.5,
+    )

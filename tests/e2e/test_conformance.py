@@ -15,7 +15,6 @@ Every run is bounded: ``compare`` and ``DbtRun.wait`` raise ``TimeoutError`` pas
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from dbt_celery.core.store import StatusStore
 from dbt_celery.dbt.commands import WORKSPACE_ENV
 from dbt_celery.dbt.invocation import dbt_executable
 from dbt_celery.run import RunStatus, submit
-from tests.helpers import copy_project
+from tests.helpers import copy_project, wait_for
 
 #: Seconds one dbt-celery run may take before the test fails (TimeoutError); each test's
 #: pytest-timeout allows its runs plus a minute for everything else.
@@ -275,10 +274,9 @@ def test_ephemeral_model_that_fails_to_compile(redis_workers, redis_app, feature
 # -- recovery -----------------------------------------------------------------------------
 def wait_for_failure(store: StatusStore, run_id: str, unique_id: str) -> None:
     """Return once the producer recorded ``unique_id`` as failed."""
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while (event := store.node_event(run_id, unique_id)) is None:
-        assert time.monotonic() < deadline, f"the producer never reported {unique_id}"
-        time.sleep(0.05)
+    event = wait_for(
+        lambda: store.node_event(run_id, unique_id), RUN_TIMEOUT, f"the producer's record of {unique_id}", interval=0.05
+    )
     assert event.outcome is NodeState.FAILED, event
 
 

@@ -39,7 +39,7 @@ from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.queues import CONSUMER_QUEUE, CONTROL_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
 from dbt_celery.run import DbtRun
 from tests.conftest import REDIS_SERVER, free_redis_db
-from tests.helpers import JAFFLE_SHOP, REPO, copy_project
+from tests.helpers import JAFFLE_SHOP, REPO, copy_project, wait_for
 
 #: What this test keeps in its .env next to docker-compose.yml.
 DOT_ENV = {"FLOWER_BASIC_AUTH": "dbt:not-a-real-secret", "DBT_CELERY_SCHEDULE": "2"}
@@ -274,19 +274,8 @@ def _started_by_beat(client: redis.Redis) -> str | None:
 
 
 def _wait_for(read: Any, stack: LocalStack, timeout: float = PATIENCE) -> Any:
-    """Call ``read`` until it returns something (not None, not an error); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        stack.check()
-        try:
-            value = read()
-            if value is not None:
-                return value
-        except OSError as exc:  # not listening yet
-            last = exc
-        time.sleep(0.5)
-    pytest.fail(f"nothing after {timeout} s (last error: {last})")
+    """Call ``read`` until it returns something (a server not listening yet counts as not yet)."""
+    return wait_for(read, timeout, "the stack", check=stack.check, interval=0.5, tolerate=(OSError,))
 
 
 def test_a_plain_worker_takes_every_queue_as_the_cli_hint_says(tmp_path):

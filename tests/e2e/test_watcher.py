@@ -25,7 +25,7 @@ from dbt_celery.core.records import NodeState, epoch_seconds
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.producer import DuplicateProducer, run_producer
 from dbt_celery.run import DbtRun, submit
-from tests.helpers import REPO, CeleryEvents, copy_project
+from tests.helpers import REPO, CeleryEvents, copy_project, wait_for
 
 RUN_TIMEOUT = 120
 
@@ -77,31 +77,41 @@ def test_example_builds_every_node_through_the_backend(redis_workers, redis_app,
 
 
 def test_transient_failure_is_repaired_by_the_fallback(redis_workers, redis_app, watcher_project, tmp_path):
+    repair_a_transient_failure(redis_app, watcher_project, tmp_path, check=redis_workers.check)
+
+
+def repair_a_transient_failure(app, project: Path, tmp_path: Path, check=None) -> None:
+    """A model fails in the producer's build, its cause goes away, and its retry rebuilds it inline.
+
+    Shared with the RabbitMQ tests: the same run must end the same way on either broker.
+    """
     flag = tmp_path / "flag"
     flag.touch()
     spec = watcher_spec(
-        watcher_project, tmp_path / "w.duckdb", vars={"flag_file": str(flag)}, retries=1, retry_delay=3.0,
+        project, tmp_path / "w.duckdb", vars={"flag_file": str(flag)}, retries=1, retry_delay=3.0,
         select=("+flaky_child+",),
     )  # fmt: skip
-    run = submit(spec, app=redis_app)
-    store = store_for(redis_app)
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while (event := store.node_event(run.id, "model.watcher.flaky")) is None:
-        assert time.monotonic() < deadline, "the producer never reported the flaky model"
-        time.sleep(0.05)
+    run = submit(spec, app=app)
+    store = store_for(app)
+    event = wait_for(
+        lambda: store.node_event(run.id, "model.watcher.flaky"), RUN_TIMEOUT, "the flaky model's record",
+        check=check, interval=0.05,
+    )  # fmt: skip
     assert event.outcome is NodeState.FAILED
     flag.unlink()  # the cause goes away before the retry falls back
     status = run.wait(RUN_TIMEOUT)
 
     assert status.state == "success", status.to_dict()
-    flaky = status.nodes["model.watcher.flaky"]
-    assert (flaky.status, flaky.resolved_by) == ("success", "fallback")
-    child = status.nodes["model.watcher.flaky_child"]
-    assert (child.status, child.resolved_by) == ("success", "fallback")
+    assert {node.name: (node.status, node.resolved_by) for node in status.nodes.values()} == {
+        "base": ("success", "producer"),
+        "flaky": ("success", "fallback"),
+        "flaky_child": ("success", "fallback"),
+        "not_null_flaky_child_id": ("success", "fallback"),  # a test on a rebuilt model is rebuilt too
+    }
     outcomes = store.outcomes(run.id, status.nodes)
     assert outcomes["model.watcher.flaky"].retries == 1
     assert all(outcome.retries <= spec.retries for outcome in outcomes.values())
-    assert {"flaky", "flaky_child"} <= tables(tmp_path / "w.duckdb")
+    assert {"base", "flaky", "flaky_child"} <= tables(tmp_path / "w.duckdb")
 
 
 def test_cli_reports_a_permanent_failure_and_its_descendants(redis_workers, worker_env, watcher_project, tmp_path):

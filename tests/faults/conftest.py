@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.fault_fixtures import AUDITED_PROJECT, Audit, FaultWorkers, PrivateRedis, fault_env
+from tests.faults.fault_fixtures import AUDITED_PROJECT, FaultWorkers, PrivateRedis, fault_env
 
 
 @pytest.fixture
@@ -23,17 +23,6 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def audit() -> Iterator[Audit]:
-    """A unique PostgreSQL schema with an empty audit table, dropped at teardown."""
-    log = Audit()
-    log.create()
-    try:
-        yield log
-    finally:
-        log.drop()
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from dbt_celery.core.summary import RunStatus
 from dbt_celery.dbt.fallback import build_node
 from dbt_celery.run import DbtRun, submit
 from tests.faults.fault_fixtures import Audit, FaultWorkers, PrivateRedis, audited_spec, fault_app
+from tests.helpers import wait_for
 
 MODELS = {"a", "b", "c", "d", "e", "f", "g"}
 #: Seconds of a consumer's silence before the watchdog (or the producer) sends it again.
@@ -49,18 +50,6 @@ Workers = Callable[..., FaultWorkers]
 
 
 # -- helpers ------------------------------------------------------------------------------
-def wait_for(check: Callable[[], _T | None], timeout: float, what: str, interval: float = 0.1) -> _T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import duckdb
 
 from dbt_celery.celery.workers import LocalWorkers
+from dbt_celery.core.summary import ENDED_RUN_STATES
+from tests import helpers
 
 T = TypeVar("T")
 
@@ -52,15 +53,36 @@ class AppWorkers(LocalWorkers):
 
 def wait_for(read: Callable[[], T], done: Callable[[T], bool], what: str, workers: AppWorkers) -> T:
     """Read until ``done`` says so; fail with the last reading if that takes longer than ``RUN_PATIENCE``."""
-    deadline = time.monotonic() + RUN_PATIENCE
-    while True:
-        value = read()
-        if done(value):
-            return value
-        workers.check()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached after {RUN_PATIENCE} s; last reading: {value!r}")
-        time.sleep(0.5)
+    readings: list[T] = []
+
+    def accepted() -> T | None:
+        readings.append(read())
+        return readings[-1] if done(readings[-1]) else None
+
+    try:
+        return helpers.wait_for(accepted, RUN_PATIENCE, what, check=workers.check, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"{what} not reached after {RUN_PATIENCE} s; last reading: {readings[-1]!r}") from None
+
+
+def example_env(redis_url: str, paths: Mapping[str, Path]) -> dict[str, str]:
+    """The environment both example apps read: their Redis, the copied project, its DuckDB file, workspaces."""
+    return {
+        "REDIS_URL": redis_url,
+        "DBT_PROJECT_DIR": str(paths["project"]),
+        "DBT_DUCKDB_PATH": str(paths["duckdb"]),
+        "DBT_CELERY_WORKSPACE_DIR": str(paths["root"] / "workspaces"),
+    }
+
+
+def wait_for_the_example(status_of: Callable[[], dict[str, Any]], workers: AppWorkers, duckdb_path: Path) -> dict:
+    """Wait for a run of jaffle_shop to end (``status_of`` reads the app's status view); check it built."""
+    status = wait_for(status_of, lambda s: s["status"] in ENDED_RUN_STATES, "the run's end", workers)
+    assert status["status"] == "success", status
+    assert len(status["nodes"]) == 27
+    assert {node["status"] for node in status["nodes"].values()} == {"success"}
+    assert JAFFLE_SHOP_RELATIONS <= relations(duckdb_path)
+    return status
 
 
 def relations(duckdb_path: Path) -> set[str]:

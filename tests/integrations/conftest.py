@@ -7,12 +7,14 @@ would otherwise take the app's messages and run them with the wrong app.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 import redis
 
 from tests.conftest import REDIS_SERVER, free_redis_db
+from tests.helpers import JAFFLE_SHOP, copy_project
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +23,10 @@ def app_redis_url() -> Iterator[str]:
     url = f"{REDIS_SERVER}/{free_redis_db()}"
     yield url
     redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """This module's copy of examples/jaffle_shop, the DuckDB file it builds into, and a folder for the rest."""
+    root = tmp_path_factory.mktemp("app")
+    return {"root": root, "project": copy_project(JAFFLE_SHOP, root), "duckdb": root / "shop.duckdb"}

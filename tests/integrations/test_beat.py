@@ -16,11 +16,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
@@ -37,17 +35,6 @@ EVERY = 2.0
 SLEEP = 1.5
 #: Seconds the test waits for the runs and ticks it needs.
 PATIENCE = 180.0
-
-
-@pytest.fixture
-def audit() -> Iterator[Audit]:
-    """A PostgreSQL schema of this test with an empty audit table, dropped at teardown."""
-    log = Audit()
-    log.create()
-    try:
-        yield log
-    finally:
-        log.drop()
 
 
 def beat_settings(directory: Path, spec: RunSpec) -> str:

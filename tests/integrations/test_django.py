@@ -22,28 +22,18 @@ from celery import Celery
 import dbt_celery
 from dbt_celery import DbtRun, RunSpec, UnsupportedBackend
 from dbt_celery.core.plan import consumer_task_id, producer_task_id
-from dbt_celery.core.summary import ENDED_RUN_STATES
-from tests.helpers import JAFFLE_SHOP, REPO, copy_project
-from tests.integrations.app_workers import JAFFLE_SHOP_RELATIONS, RUN_PATIENCE, AppWorkers, relations, wait_for
+from tests.helpers import REPO
+from tests.integrations.app_workers import RUN_PATIENCE, AppWorkers, example_env, wait_for, wait_for_the_example
 
 DJANGO_APP = REPO / "examples" / "django_app"
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("django")
-    return {"root": root, "project": copy_project(JAFFLE_SHOP, root), "duckdb": root / "shop.duckdb"}
-
-
-@pytest.fixture(scope="module")
 def env(app_redis_url: str, paths: dict[str, Path]) -> dict[str, str]:
     return {
+        **example_env(app_redis_url, paths),
         "DJANGO_SETTINGS_MODULE": "djshop.settings",
-        "REDIS_URL": app_redis_url,
         "DJANGO_DB_PATH": str(paths["root"] / "db.sqlite3"),
-        "DBT_PROJECT_DIR": str(paths["project"]),
-        "DBT_DUCKDB_PATH": str(paths["duckdb"]),
-        "DBT_CELERY_WORKSPACE_DIR": str(paths["root"] / "workspaces"),
     }
 
 
@@ -101,13 +91,7 @@ def test_a_run_submitted_from_a_django_view_builds_the_project(workers: AppWorke
     assert response.status_code == 202, response.content
     run_id = response.json()["run_id"]
 
-    status = wait_for(
-        lambda: _get(client, f"/runs/{run_id}/"), lambda s: s["status"] in ENDED_RUN_STATES, "the run's end", workers
-    )
-    assert status["status"] == "success", status
-    assert len(status["nodes"]) == 27
-    assert {node["status"] for node in status["nodes"].values()} == {"success"}
-    assert JAFFLE_SHOP_RELATIONS <= relations(paths["duckdb"])
+    status = wait_for_the_example(lambda: _get(client, f"/runs/{run_id}/"), workers, paths["duckdb"])
 
     # Celery's results are rows of django-celery-results' table ...
     consumers = {consumer_task_id(run_id, uid): uid for uid in status["nodes"]}

@@ -16,27 +16,15 @@ from flask import Flask
 
 from dbt_celery import DbtRun
 from dbt_celery.core.plan import producer_task_id
-from dbt_celery.core.summary import ENDED_RUN_STATES
-from tests.helpers import JAFFLE_SHOP, REPO, copy_project
-from tests.integrations.app_workers import JAFFLE_SHOP_RELATIONS, AppWorkers, relations, wait_for
+from tests.helpers import REPO
+from tests.integrations.app_workers import AppWorkers, example_env, wait_for, wait_for_the_example
 
 FLASK_APP = REPO / "examples" / "flask_app"
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("flask")
-    return {"root": root, "project": copy_project(JAFFLE_SHOP, root), "duckdb": root / "shop.duckdb"}
-
-
-@pytest.fixture(scope="module")
 def env(app_redis_url: str, paths: dict[str, Path]) -> dict[str, str]:
-    return {
-        "REDIS_URL": app_redis_url,
-        "DBT_PROJECT_DIR": str(paths["project"]),
-        "DBT_DUCKDB_PATH": str(paths["duckdb"]),
-        "DBT_CELERY_WORKSPACE_DIR": str(paths["root"] / "workspaces"),
-    }
+    return example_env(app_redis_url, paths)
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +58,7 @@ def test_a_run_submitted_from_a_flask_view_builds_the_project(flask_app: Flask, 
     assert response.status_code == 202, response.text
     run_id = response.get_json()["run_id"]
 
-    status = wait_for(
-        lambda: _get(client, f"/runs/{run_id}/"), lambda s: s["status"] in ENDED_RUN_STATES, "the run's end", workers
-    )
-    assert status["status"] == "success", status
-    assert len(status["nodes"]) == 27
-    assert {node["status"] for node in status["nodes"].values()} == {"success"}
-    assert JAFFLE_SHOP_RELATIONS <= relations(paths["duckdb"])
+    wait_for_the_example(lambda: _get(client, f"/runs/{run_id}/"), workers, paths["duckdb"])
 
     celery_app = flask_app.extensions["celery"]
     group = DbtRun.restore(run_id, app=celery_app).results()

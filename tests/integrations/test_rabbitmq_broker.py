@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-import duckdb
 import pytest
 from celery import Celery
 from kombu import Connection, Exchange, Queue
@@ -27,9 +26,8 @@ from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, settings_from_env
 from dbt_celery.celery.queues import CONSUMER_QUEUE, CONTROL_QUEUE, FALLBACK_QUEUE, PRODUCER_QUEUE
 from dbt_celery.celery.workers import LocalWorkers
-from dbt_celery.core.records import NodeState
-from dbt_celery.core.spec import RunSpec
 from dbt_celery.run import submit
+from tests.e2e.test_watcher import repair_a_transient_failure, tables, watcher_spec
 from tests.helpers import copy_project
 from tests.rabbitmq import private_vhost, queues
 
@@ -76,15 +74,6 @@ def rabbit(request, worker_env, redis_url, tmp_path_factory) -> Iterator[Rabbit]
         yield rabbit
 
 
-def watcher_spec(project: Path, db: Path, **options) -> RunSpec:
-    return RunSpec(project_dir=str(project), profile={"type": "duckdb", "path": str(db)}, **options)
-
-
-def tables(db: Path) -> set[str]:
-    with duckdb.connect(str(db), read_only=True) as connection:
-        return {row[0] for row in connection.execute("select table_name from information_schema.tables").fetchall()}
-
-
 def assert_broker_kept_to_its_queues(rabbit: Rabbit) -> None:
     """Every message went to one of dbt-celery's queues, each of the configured type."""
     found = queues(rabbit.url)
@@ -115,41 +104,11 @@ def test_a_run_whose_consumers_wait_passes(rabbit, tmp_path):
 
 
 def test_a_transient_failure_is_repaired_by_the_fallback(rabbit, tmp_path):
-    project = copy_project("watcher", tmp_path)
-    flag = tmp_path / "flag"
-    flag.touch()
-    spec = watcher_spec(
-        project, tmp_path / "w.duckdb", vars={"flag_file": str(flag)}, retries=1, retry_delay=3.0,
-        select=("+flaky_child+",),
-    )  # fmt: skip
-    run = submit(spec, app=rabbit.app)
-    store = store_for(rabbit.app)
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while (event := store.node_event(run.id, "model.watcher.flaky")) is None:
-        assert time.monotonic() < deadline, "the producer never reported the flaky model"
-        rabbit.workers.check()
-        time.sleep(0.05)
-    assert event.outcome is NodeState.FAILED
-    flag.unlink()  # the cause goes away before the retry falls back
-    status = run.wait(RUN_TIMEOUT)
-
-    assert status.state == "success", status.to_dict()
-    assert {node.name: (node.status, node.resolved_by) for node in status.nodes.values()} == {
-        "base": ("success", "producer"),
-        "flaky": ("success", "fallback"),
-        "flaky_child": ("success", "fallback"),
-        "not_null_flaky_child_id": ("success", "fallback"),  # a test on a rebuilt model is rebuilt too
-    }
-    outcomes = store.outcomes(run.id, status.nodes)
-    assert outcomes["model.watcher.flaky"].retries == 1
-    assert {"base", "flaky", "flaky_child"} <= tables(tmp_path / "w.duckdb")
+    repair_a_transient_failure(rabbit.app, copy_project("watcher", tmp_path), tmp_path, check=rabbit.workers.check)
     assert_broker_kept_to_its_queues(rabbit)
 
 
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
-@pytest.mark.xfail(
-    strict=False, reason="timing-sensitive on a loaded 2-core machine (failed once in CI at load 4); see closing note"
-)
 def test_a_quorum_workers_prefetch_must_hold_the_waiting_messages(queue_type, worker_env, redis_url, tmp_path):
     # One consumer thread with a prefetch multiplier of 1: the worker may hold one unacked
     # message. The root's consumer is sent before dbt reaches it with an idle wait of an
@@ -174,8 +133,10 @@ def test_a_quorum_workers_prefetch_must_hold_the_waiting_messages(queue_type, wo
             rabbit.workers.check()
             time.sleep(0.2)
         assert store.node_event(run.id, "model.watcher.base") is not None  # dbt built it and said so
-        consumer = queues(rabbit.url)[CONSUMER_QUEUE]
-        # The hour-long countdown holds the only slot; the wake-up waits behind it.
+        # The hour-long countdown holds the only slot; the wake-up waits behind it. A quorum
+        # queue's counts come from its leader a moment after the publish: wait for them.
+        while (consumer := queues(rabbit.url)[CONSUMER_QUEUE]).ready == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert (consumer.unacked, consumer.ready) == (1, 1), consumer
         time.sleep(3)  # a worker that could take the wake-up has had ample time to
         assert store.outcomes(run.id, ["model.watcher.base"]) == {}  # no consumer resolved the node

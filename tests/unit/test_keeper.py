@@ -7,13 +7,11 @@ import time
 from dbt_celery.core.keeper import LOST, LeaseKeeper
 from dbt_celery.core.kv import MemoryKV
 from dbt_celery.core.store import PRODUCER_LEASE, StatusStore
+from tests.helpers import wait_for
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
+    wait_for(condition, timeout, "the condition", interval=0.01)
 
 
 def test_a_cancel_stops_the_holder_once_and_the_lease_stays_renewed():
