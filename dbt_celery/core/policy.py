@@ -21,6 +21,7 @@ import dataclasses
 import enum
 
 from dbt_celery.core.records import PASSING_STATES, NodeEvent, NodeOutcome, NodeState, ProducerPhase, ProducerState
+from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
 from dbt_celery.errors import (
     ConsumerCrashed,
     NodeError,
@@ -84,7 +85,7 @@ class Limits:
     deadline: float
     fallback_queue: bool = False
     #: Countdown while dbt has not reached the node: the producer wakes the consumer sooner.
-    idle_wait: float = 30.0
+    idle_wait: float = DEFAULT_IDLE_WAIT
 
 
 @dataclasses.dataclass(frozen=True)
