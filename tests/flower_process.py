@@ -128,7 +128,9 @@ class Flower:
 
     def wait_for(self, read: Callable[[], _T | None], timeout: float, what: str) -> _T:
         """Call ``read`` until it returns something; Flower not listening yet is "not yet"."""
-        return wait_for(read, timeout, what, check=self.check, interval=0.3, tolerate=(OSError,))
+        return wait_for(
+            read, timeout, what, check=self.check, interval=0.3, tolerate=(OSError,), accept=lambda v: v is not None
+        )
 
     def _hears_every_worker(self) -> bool | None:
         online = self.get("/api/workers", status="true")

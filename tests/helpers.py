@@ -22,11 +22,13 @@ def wait_for(
     check: Callable[[], Any] | None = None,
     interval: float = 0.2,
     tolerate: tuple[type[BaseException], ...] = (),
+    accept: Callable[[Any], bool] = bool,
 ) -> _T:
-    """Call ``read`` until it returns something truthy and return that; fail after ``timeout`` seconds.
+    """Call ``read`` until ``accept`` takes what it returns (by default: anything truthy); return that.
 
-    ``check`` runs before each read (e.g. raise if a process the test needs died); errors of
-    the ``tolerate`` types (a server not listening yet) count as "not yet".
+    Fails after ``timeout`` seconds. ``check`` runs before each read (e.g. raise if a process
+    the test needs died); errors of the ``tolerate`` types (a server not listening yet) count
+    as "not yet".
     """
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -35,7 +37,7 @@ def wait_for(
             check()
         try:
             last = read()
-            if last:
+            if accept(last):
                 return last
         except tolerate as exc:
             last = exc

@@ -275,7 +275,9 @@ def _started_by_beat(client: redis.Redis) -> str | None:
 
 def _wait_for(read: Any, stack: LocalStack, timeout: float = PATIENCE) -> Any:
     """Call ``read`` until it returns something (a server not listening yet counts as not yet)."""
-    return wait_for(read, timeout, "the stack", check=stack.check, interval=0.5, tolerate=(OSError,))
+    return wait_for(
+        read, timeout, "the stack", check=stack.check, interval=0.5, tolerate=(OSError,), accept=lambda v: v is not None
+    )
 
 
 def test_a_plain_worker_takes_every_queue_as_the_cli_hint_says(tmp_path):

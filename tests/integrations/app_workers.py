@@ -60,7 +60,9 @@ def wait_for(read: Callable[[], T], done: Callable[[T], bool], what: str, worker
         return readings[-1] if done(readings[-1]) else None
 
     try:
-        return helpers.wait_for(accepted, RUN_PATIENCE, what, check=workers.check, interval=0.5)
+        return helpers.wait_for(
+            accepted, RUN_PATIENCE, what, check=workers.check, interval=0.5, accept=lambda v: v is not None
+        )
     except AssertionError:
         raise AssertionError(f"{what} not reached after {RUN_PATIENCE} s; last reading: {readings[-1]!r}") from None
 
