@@ -40,7 +40,9 @@ __all__ = [
     # running
     "RunSpec",
     "submit",
+    "retry",
     "DbtRun",
+    "RunArtifacts",
     "RunStatus",
     "NodeStatus",
     "create_app",
@@ -78,6 +80,8 @@ __all__ = [
 _LAZY = {
     "submit": "dbt_celery.run",
     "DbtRun": "dbt_celery.run",
+    "retry": "dbt_celery.run",
+    "RunArtifacts": "dbt_celery.core.artifacts",
     "RunStatus": "dbt_celery.core.summary",
     "NodeStatus": "dbt_celery.core.summary",
     "create_app": "dbt_celery.celery.config",

@@ -1,4 +1,5 @@
-"""The ``dbt-celery`` command: ``run`` a project through Celery, or show a run's ``status``."""
+"""The ``dbt-celery`` command: ``run`` a project through Celery, ``retry`` what failed, show a run's
+``status``, ``cancel`` it, write its ``artifacts`` or its ``report``."""
 
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     conformance.add_argument("--reference-target", help="target of the plain dbt build (default: --target)")
     conformance.set_defaults(handler=_conformance, retries=0)
 
+    retry = commands.add_parser(
+        "retry", help="rebuild exactly the failed and not-run nodes of an ended run, in one new run"
+    )
+    retry.add_argument("run_id")
+    retry.add_argument("--no-wait", action="store_true", help="print the new run's id and exit")
+    _add_common(retry)
+    retry.set_defaults(handler=_retry)
+
+    artifacts = commands.add_parser(
+        "artifacts", help="write a run's combined run_results.json and manifest.json (what dbt retry --state reads)"
+    )
+    artifacts.add_argument("run_id")
+    artifacts.add_argument("--out", "-o", required=True, help="the folder to write them into")
+    _add_common(artifacts)
+    artifacts.set_defaults(handler=_write_artifacts)
+
     status = commands.add_parser("status", help="show a run started elsewhere (exit 3 while it runs)")
     status.add_argument("run_id")
     _add_common(status)
@@ -95,6 +112,13 @@ def _add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vars", help='dbt vars as JSON or YAML, e.g. \'{"day": "2026-01-01"}\'')
     parser.add_argument("--full-refresh", action="store_true")
     parser.add_argument("--empty", action="store_true", help="dbt --empty: refs and sources read as zero rows")
+    parser.add_argument("--state", help="folder of an earlier run's manifest.json, for state: and result: selection")
+    parser.add_argument("--defer", action="store_true", help="dbt --defer: unselected refs resolve to --state")
+    parser.add_argument("--favor-state", action="store_true", help="dbt --favor-state (with --defer)")
+    parser.add_argument("--indirect-selection", choices=["eager", "cautious", "buildable", "empty"])
+    parser.add_argument(
+        "--source-freshness", action="store_true", help="check source freshness first; skip what reads a stale source"
+    )
     parser.add_argument("--target", "-t")
     parser.add_argument("--profiles-dir", help="folder with profiles.yml (default: the project's, else dbt's)")
     parser.add_argument("--profile-json", help="a built-in profile mapping as JSON instead of profiles.yml")
@@ -113,7 +137,39 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, console: Console) -> int:
     spec = _spec_from_args(args)
     spec.check_project()
+    return _start(_app(args), spec, args, console)
+
+
+def _retry(args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.core.artifacts import retry_spec
+    from dbt_celery.run import DbtRun
+
     app = _app(args)
+    earlier = DbtRun.restore(args.run_id, app=app)
+    status = earlier.status()
+    if not status.done:
+        raise ConfigurationError(f"run {earlier.id} is still {status.state}: retry it once it has ended")
+    spec = retry_spec(earlier.store, earlier.id, earlier.spec())
+    if spec is None:
+        console.print(f"run {earlier.id}: every node passed; nothing to retry")
+        return EXIT_OK
+    console.print(f"retrying {len(spec.select)} node(s) of run {earlier.id}")
+    return _start(app, spec, args, console)
+
+
+def _write_artifacts(args: argparse.Namespace, console: Console) -> int:
+    from dbt_celery.run import DbtRun
+
+    run = DbtRun.restore(args.run_id, app=_app(args))
+    if not run.status().done:
+        console.print(f"[yellow]run {run.id} has not ended: the artifacts show it as it is now[/]")
+    for path in run.artifacts().write(args.out):
+        console.print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _start(app: Celery, spec: RunSpec, args: argparse.Namespace, console: Console) -> int:
+    """Submit ``spec`` and follow it (on embedded workers started here when there is no broker)."""
     from dbt_celery.celery.config import is_embedded, state_dir
 
     if not is_embedded(app):
@@ -300,6 +356,11 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         vars=args.vars,
         full_refresh=args.full_refresh,
         empty=args.empty,
+        state=args.state,
+        defer=args.defer,
+        favor_state=args.favor_state,
+        indirect_selection=args.indirect_selection,
+        source_freshness=args.source_freshness,
         invocation=args.invocation,
         retries=args.retries,
         **options,

@@ -17,12 +17,13 @@ from celery.result import AsyncResult, GroupResult
 
 from dbt_celery.celery import messages, tasks, watchdog
 from dbt_celery.celery.backends import store_for
+from dbt_celery.core.artifacts import RunArtifacts, read_artifacts, retry_spec
 from dbt_celery.core.plan import plan_summary
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.summary import NodeStatus, RunStatus, summarize
 from dbt_celery.errors import ConfigurationError
 
-__all__ = ["DbtRun", "NodeStatus", "RunStatus", "submit"]
+__all__ = ["DbtRun", "NodeStatus", "RunArtifacts", "RunStatus", "retry", "submit"]
 
 #: A waiting handle sleeps at least this many times as long as its last status read took.
 PAUSE_PER_READ = 4.0
@@ -61,6 +62,22 @@ class DbtRun:
         """Read the run's state and every node's status now (a store blip is ridden out)."""
         return summarize(self.store, self.id)
 
+    def artifacts(self) -> RunArtifacts:
+        """The run's combined ``run_results.json`` and ``manifest.json`` (``.write(dir)`` saves them).
+
+        One document for the whole run in dbt's schema: each node's result from the build
+        that built it last (an inline rebuild's when a consumer rebuilt it), ``skipped``
+        for nodes nothing ran. ``dbt retry --state DIR`` reads it.
+        """
+        return read_artifacts(self.store, self.id)
+
+    def spec(self) -> RunSpec:
+        """The spec the run was submitted with."""
+        document = self.store.run(self.id)
+        if document is None:
+            raise ConfigurationError(f"no dbt-celery run {self.id} in this store")
+        return RunSpec.from_dict(document.spec)
+
     def cancel(self, reason: str = "cancelled by request") -> bool:
         """Stop the run: dbt is interrupted, unfinished nodes end ``cancelled``. True for the first request."""
         return self.store.cancel(self.id, reason)
@@ -98,3 +115,18 @@ def submit(spec: RunSpec, *, app: Celery | None = None) -> DbtRun:
     app = app or current_app
     run_id = messages.send_run(app, spec)
     return DbtRun(run_id, app)
+
+
+def retry(run_id: str, *, app: Celery | None = None) -> DbtRun | None:
+    """Start a run that rebuilds exactly the failed and not-run nodes of an ended run; None if none are left.
+
+    It is one new run (one producer build) with the earlier run's flags, selecting those
+    nodes alone: the nodes ``dbt retry`` would pick from the run's combined artifacts.
+    """
+    app = app or current_app
+    earlier = DbtRun.restore(run_id, app)
+    status = earlier.status()
+    if not status.done:
+        raise ConfigurationError(f"run {run_id} is still {status.state}: retry it once it has ended")
+    spec = retry_spec(earlier.store, run_id, earlier.spec())
+    return submit(spec, app=app) if spec is not None else None

@@ -20,6 +20,8 @@ from dbt_celery.core.profiles import profile_from_dict
 from dbt_celery.errors import ConfigurationError, ProjectNotFound
 
 INVOCATION_MODES = ("in_process", "subprocess")
+#: dbt's --indirect-selection modes (how tests of selected nodes join the selection).
+INDIRECT_SELECTION_MODES = ("eager", "cautious", "buildable", "empty")
 
 #: Seconds a consumer may wait for its node before it ends as timed out.
 DEFAULT_TIMEOUT = 6 * 3600.0
@@ -48,6 +50,15 @@ class RunSpec:
     ``idle_wait`` the countdown of a consumer whose node dbt has not reached (the producer
     wakes it sooner: this is only the safety net). ``empty`` is dbt's ``--empty``: refs and
     sources read as zero rows (seeds still load).
+
+    Slim runs: ``state`` is a folder with an earlier run's ``manifest.json`` (and
+    ``run_results.json``) that ``state:modified+`` and ``result:error+`` select against;
+    ``defer`` and ``favor_state`` are dbt's ``--defer`` and ``--favor-state``. The folder must
+    be readable by the workers, like the project. ``indirect_selection`` is dbt's
+    ``--indirect-selection``. ``source_freshness`` runs ``dbt source freshness`` on the
+    sources the selection reads before building: nodes downstream of a source past its
+    ``error_after`` (or whose freshness could not be checked) end ``skipped``, the source
+    named, and are left out of the build.
     """
 
     project_dir: str
@@ -61,6 +72,11 @@ class RunSpec:
     vars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     full_refresh: bool = False
     empty: bool = False
+    state: str | None = None
+    defer: bool = False
+    favor_state: bool = False
+    indirect_selection: str | None = None
+    source_freshness: bool = False
     invocation: str = "in_process"
     retries: int = 1
     retry_delay: float = 1.0
@@ -84,6 +100,15 @@ class RunSpec:
             raise ConfigurationError(
                 f"invocation must be one of {', '.join(INVOCATION_MODES)}, not {self.invocation!r}"
             )
+        if self.indirect_selection is not None and self.indirect_selection not in INDIRECT_SELECTION_MODES:
+            raise ConfigurationError(
+                f"indirect_selection must be one of {', '.join(INDIRECT_SELECTION_MODES)}, "
+                f"not {self.indirect_selection!r}"
+            )
+        if (self.defer or self.favor_state) and not self.state:
+            raise ConfigurationError("defer and favor_state need state: the folder of the run to defer to")
+        if self.favor_state and not self.defer:
+            raise ConfigurationError("favor_state only applies with defer")
         if self.profile is not None and self.profiles_dir is not None:
             raise ConfigurationError("give either profiles_dir or a built-in profile, not both")
         if self.profile is not None:
@@ -132,18 +157,25 @@ class RunSpec:
 
     # -- checks that need the filesystem ----------------------------------------------
     def check_project(self) -> Path:
-        """Return the project directory, or raise :class:`ProjectNotFound` saying why."""
+        """Return the project directory, or raise :class:`ProjectNotFound` saying why (a missing state folder too)."""
         path = Path(self.project_dir)
         if not path.is_dir():
             raise ProjectNotFound(f"dbt project directory not found: {path}")
         if not (path / "dbt_project.yml").is_file():
             raise ProjectNotFound(f"{path} is not a dbt project: it has no dbt_project.yml")
+        if self.state and not (Path(self.state) / "manifest.json").is_file():
+            raise ConfigurationError(
+                f"state folder {self.state} has no manifest.json (dbt-celery artifacts RUN_ID --out DIR writes one)"
+            )
         return path
 
     def resolved(self) -> RunSpec:
         """Return a copy whose paths are absolute, for sending to another process."""
         profiles_dir = os.path.abspath(self.profiles_dir) if self.profiles_dir else None
-        return dataclasses.replace(self, project_dir=os.path.abspath(self.project_dir), profiles_dir=profiles_dir)
+        state = os.path.abspath(self.state) if self.state else None
+        return dataclasses.replace(
+            self, project_dir=os.path.abspath(self.project_dir), profiles_dir=profiles_dir, state=state
+        )
 
 
 def parse_vars(value: Any) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from dbt_celery.errors import PayloadError
 
 #: Largest decompressed payload accepted when reading, in bytes.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Largest decompressed dbt artifact (a big project's manifest.json) accepted when reading, in bytes.
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 #: Longest dbt message kept in a node record, in characters.
 MAX_MESSAGE_CHARS = 16 * 1024
 KEY_PREFIX = "dbt-celery-"
@@ -115,9 +117,11 @@ class StatusStore:
         """The key of one record of a run."""
         return f"{KEY_PREFIX}{run_id}-{kind}"
 
-    def _read(self, run_id: str, kinds: Sequence[str]) -> list[dict[str, Any] | None]:
+    def _read(
+        self, run_id: str, kinds: Sequence[str], max_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> list[dict[str, Any] | None]:
         raws = self.kv.get_many([self.key(run_id, kind) for kind in kinds])
-        return [decode_payload(raw) if raw is not None else None for raw in raws]
+        return [decode_payload(raw, max_bytes=max_bytes) if raw is not None else None for raw in raws]
 
     def _items(self, run_id: str, values: Mapping[str, Mapping[str, Any]]) -> dict[str, bytes]:
         return {self.key(run_id, kind): encode_payload(value) for kind, value in values.items()}
@@ -172,9 +176,20 @@ class StatusStore:
         return ProducerState.from_dict(data) if data else None
 
     # -- node records ----------------------------------------------------------------
-    def put_events(self, run_id: str, events: Iterable[NodeEvent], lease: HeldLease | None = None) -> bool:
-        """Record dbt's results for some nodes in one write; False if ``lease`` was lost."""
+    def put_events(
+        self,
+        run_id: str,
+        events: Iterable[NodeEvent],
+        lease: HeldLease | None = None,
+        rebuilt_results: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> bool:
+        """Record dbt's results for some nodes in one write; False if ``lease`` was lost.
+
+        ``rebuilt_results`` are the run_results entries of nodes an inline build rebuilt,
+        stored with their events so the run's artifacts carry the rebuild.
+        """
         values = {f"nodefinished_{event.unique_id}": _trimmed(event) for event in events}
+        values.update({f"rebuilt_result_{uid}": dict(result) for uid, result in (rebuilt_results or {}).items()})
         return self._write(run_id, values, lease) if values else True
 
     def node_events(self, run_id: str, unique_ids: Iterable[str]) -> dict[str, NodeEvent]:
@@ -207,6 +222,27 @@ class StatusStore:
     def documents(self, run_id: str, names: Sequence[str]) -> list[dict[str, Any] | None]:
         """Read run-level documents, in order (None where absent)."""
         return self._read(run_id, names)
+
+    # -- dbt's artifacts -----------------------------------------------------------------
+    def put_build_artifacts(
+        self, run_id: str, lease: HeldLease, run_results: Mapping[str, Any] | None, manifest: Mapping[str, Any] | None
+    ) -> bool:
+        """Store what one producer generation's dbt wrote (fenced by its lease)."""
+        values: dict[str, Mapping[str, Any]] = {}
+        if run_results is not None:
+            values[f"artifact_run_results_{lease.generation}"] = run_results
+        if manifest is not None:
+            values["artifact_manifest"] = manifest
+        return self._write(run_id, values, lease) if values else True
+
+    def build_artifacts(
+        self, run_id: str, generations: int, unique_ids: Sequence[str]
+    ) -> tuple[list[dict[str, Any] | None], dict[str, dict[str, Any]], dict[str, Any] | None]:
+        """Each producer generation's run_results, the inline rebuilds' results, and the manifest."""
+        kinds = [f"artifact_run_results_{n}" for n in range(1, generations + 1)] + ["artifact_manifest"]
+        *builds, manifest = self._read(run_id, kinds, max_bytes=MAX_ARTIFACT_BYTES)
+        rebuilt = self._read(run_id, [f"rebuilt_result_{uid}" for uid in unique_ids])
+        return builds, {uid: result for uid, result in zip(unique_ids, rebuilt) if result is not None}, manifest
 
     def mark_seen(self, run_id: str, unique_id: str, headers: Mapping[str, Any]) -> None:
         """Note that a consumer is alive, with the headers a re-sent copy should carry."""

@@ -142,7 +142,7 @@ def common_args(spec: RunSpec, workspace: Workspace) -> list[str]:
 
 
 def selection_args(spec: RunSpec) -> list[str]:
-    """The user's --select / --exclude / --selector flags."""
+    """The user's --select / --exclude / --selector / --indirect-selection flags."""
     args: list[str] = []
     if spec.select:
         args += ["--select", *spec.select]
@@ -150,12 +150,32 @@ def selection_args(spec: RunSpec) -> list[str]:
         args += ["--exclude", *spec.exclude]
     if spec.selector:
         args += ["--selector", spec.selector]
+    if spec.indirect_selection:
+        args += ["--indirect-selection", spec.indirect_selection]
+    return args
+
+
+def state_args(spec: RunSpec, state: str | os.PathLike[str] | None = None) -> list[str]:
+    """``--state`` (the spec's folder, or ``state`` in its place), ``--defer`` and ``--favor-state``."""
+    state = state or spec.state
+    if not state:
+        return []
+    args = ["--state", str(state)]
+    if spec.defer:
+        args.append("--defer")
+    if spec.favor_state:
+        args.append("--favor-state")
     return args
 
 
 def parse_command(spec: RunSpec, workspace: Workspace) -> list[str]:
     """``dbt parse`` for the run's project and profile."""
     return ["parse", *common_args(spec, workspace), "--quiet"]
+
+
+def freshness_command(spec: RunSpec, workspace: Workspace, sources: list[str]) -> list[str]:
+    """``dbt source freshness`` of some sources (``source:NAME.TABLE`` selectors); it writes sources.json."""
+    return ["source", "freshness", *common_args(spec, workspace), "--select", *sources]
 
 
 def list_command(spec: RunSpec, workspace: Workspace) -> list[str]:
@@ -168,8 +188,10 @@ def list_command(spec: RunSpec, workspace: Workspace) -> list[str]:
 
 def build_command(spec: RunSpec, workspace: Workspace, selectors: list[str] | None = None) -> list[str]:
     """The producer's single ``dbt build``: the run's selection, or exactly ``selectors`` (a resumed build)."""
-    selection = selection_args(spec) if selectors is None else ["--select", *selectors]
-    args = ["build", *common_args(spec, workspace), *selection]
+    # Exactly the nodes listed: no test joins by indirect selection (the list has every test the run wants).
+    exact = ["--select", *selectors, "--indirect-selection", "empty"] if selectors is not None else []
+    selection = selection_args(spec) if selectors is None else exact
+    args = ["build", *common_args(spec, workspace), *selection, *state_args(spec)]
     if spec.full_refresh:
         args.append("--full-refresh")
     if spec.empty:
@@ -179,10 +201,19 @@ def build_command(spec: RunSpec, workspace: Workspace, selectors: list[str] | No
     return args
 
 
-def fallback_command(spec: RunSpec, workspace: Workspace, resource_type: str, selector: str) -> list[str]:
-    """The command that rebuilds one node alone, with the user's run-level flags only."""
+def fallback_command(
+    spec: RunSpec, workspace: Workspace, resource_type: str, selector: str, defer_state: Path | None = None
+) -> list[str]:
+    """The command that rebuilds one node alone, with the user's run-level flags only.
+
+    ``defer_state`` is the folder a deferring run's rebuild defers to: the spec's state
+    without the run's own nodes, so that refs to nodes this run built resolve to this run's
+    relations, as they did in the build (where those nodes were selected).
+    """
     command = FALLBACK_COMMANDS[resource_type]
     args = [command, *common_args(spec, workspace), "--select", selector]
+    if defer_state is not None:
+        args += state_args(spec, defer_state)
     if spec.full_refresh and command in _FULL_REFRESH_COMMANDS:
         args.append("--full-refresh")
     if spec.empty and command in _EMPTY_COMMANDS:

@@ -153,7 +153,10 @@ class DbtInvocation:
 
     # -- subprocess ------------------------------------------------------------------
     def _run_subprocess(self) -> Iterator[NodeEvent]:
-        command = [dbt_executable(), *self.args[:1], "--log-format", "json", "--log-level", "debug", *self.args[1:]]
+        # dbt's own flags go after the command's words ("build", "source freshness").
+        words = next((i for i, arg in enumerate(self.args) if arg.startswith("-")), len(self.args))
+        command = [dbt_executable(), *self.args[:words], "--log-format", "json", "--log-level", "debug"]
+        command += self.args[words:]
         env = {**os.environ, **(self.env or {})}
         errors: list[str] = []
         self._process = process = subprocess.Popen(

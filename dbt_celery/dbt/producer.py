@@ -12,20 +12,31 @@ never reported is recorded explicitly, so no consumer waits for it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from dbt_celery.core.artifacts import MANIFEST
 from dbt_celery.core.keeper import LOST, LeaseKeeper, beat_interval
 from dbt_celery.core.plan import RunPlan
 from dbt_celery.core.policy import MAX_PRODUCER_GENERATIONS
-from dbt_celery.core.records import PASSING_STATES, NodeEvent, ProducerPhase, ProducerState, not_run_event
+from dbt_celery.core.records import (
+    PASSING_STATES,
+    NodeEvent,
+    NodeState,
+    ProducerPhase,
+    ProducerState,
+    not_run_event,
+)
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import PRODUCER_LEASE, HeldLease, StatusStore
 from dbt_celery.dbt.commands import Workspace, build_command, prune_workspaces
+from dbt_celery.dbt.freshness import stale_source_skips
 from dbt_celery.dbt.invocation import DbtInvocation, events_for_unreported
 from dbt_celery.dbt.project import ProjectGraph, parse_project
 from dbt_celery.errors import ConfigurationError, DbtCeleryError
@@ -130,15 +141,21 @@ class Producer:
         plan = RunPlan.load(self.store, self.run_id)
         resumed = plan is not None
         selectors: list[str] | None = None
+        skips: dict[str, str] = {}
         if plan is None:
             graph = ProjectGraph.load(self.spec, workspace)
             plan, manifest = RunPlan(self.run_id, dict(graph.nodes)), graph.manifest
             self._fenced(plan.save(self.store, self.held))
+            if self.spec.source_freshness:
+                skips = stale_source_skips(self.spec, workspace, manifest, plan.nodes)
         else:
             manifest = parse_project(self.spec, workspace)
         self.plan = plan
         if resumed:
             selectors = self._resume_selection(plan)
+        elif skips:
+            self._record([_skipped_event(plan, uid, reason) for uid, reason in skips.items()])
+            selectors = [node.selector for uid, node in plan.nodes.items() if uid not in skips]
         self.enqueue(plan, plan.roots())
         self.state = self.state.replace(phase=ProducerPhase.RUNNING, total=len(plan.nodes), done=len(self.reported))
         self._write_state()
@@ -193,6 +210,7 @@ class Producer:
     def _finish(self, workspace: Workspace, invocation: DbtInvocation | None) -> dict[str, Any]:
         if self.keeper.lost:
             return self._summary(invocation, lost=True)
+        self._store_artifacts(workspace, invocation)
         if (reason := self.keeper.stop_reason) is not None:
             return self._end(ProducerPhase.CANCELLED, f"not built: {reason}", invocation=invocation, error=reason)
         assert self.plan is not None
@@ -204,6 +222,12 @@ class Producer:
         phase = ProducerPhase.FAILED if error else ProducerPhase.FINISHED
         success = invocation.success if invocation is not None else True
         return self._end(phase, None, invocation=invocation, dbt_success=success, error=error)
+
+    def _store_artifacts(self, workspace: Workspace, invocation: DbtInvocation | None) -> None:
+        """Keep what dbt wrote (run_results.json, manifest.json) in the store, for the run's combined artifacts."""
+        run_results = _json_file(workspace.run_results) if invocation is not None else None
+        manifest = _json_file(workspace.target_path / MANIFEST)
+        self._fenced(self.store.put_build_artifacts(self.run_id, self.held, run_results, manifest))
 
     def _end(
         self,
@@ -276,3 +300,16 @@ class Producer:
             "lease_lost": lost,
             "stopped": self.keeper.stop_reason,
         }
+
+
+def _skipped_event(plan: RunPlan, unique_id: str, reason: str) -> NodeEvent:
+    """A node left out of the build on purpose (downstream of a stale source): dbt status skipped."""
+    return NodeEvent(unique_id, plan.nodes[unique_id].resource_type, "skipped", NodeState.SKIPPED, message=reason)
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -53,6 +53,13 @@ def test_embedded_default_builds_the_example_with_live_progress(tmp_path):
     assert document["status"] == "success" and len(document["nodes"]) == 27
     assert {node["status"] for node in document["nodes"].values()} == {"success"}
     assert document["nodes"]["model.jaffle_shop.customers"]["resolved_by"] == "producer"
+    # Its artifacts, and a retry that finds nothing to do, from further processes.
+    written = dbt_celery("artifacts", run_id, "--out", str(tmp_path / "artifacts"), env=env)
+    assert written.returncode == 0, written.stderr
+    results = json.loads((tmp_path / "artifacts" / "run_results.json").read_text())["results"]
+    assert len(results) == 27 and (tmp_path / "artifacts" / "manifest.json").is_file()
+    retried = dbt_celery("retry", run_id, env=env)
+    assert retried.returncode == 0 and "nothing to retry" in retried.stderr, retried.stderr
     # Nothing of the embedded broker is left behind.
     assert not any((tmp_path / "state" / "broker").iterdir())
 

@@ -25,6 +25,7 @@ import yaml
 
 from dbt_celery.celery.backends import store_for
 from dbt_celery.conformance import ConformanceReport, compare
+from dbt_celery.core.artifacts import read_artifacts
 from dbt_celery.core.records import NodeState, epoch_seconds
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import StatusStore
@@ -332,6 +333,16 @@ def test_transient_model_error_is_repaired_like_a_clean_build(redis_workers, red
     below = {uid for uid in status.nodes if "flaky" in uid}
     assert len(below) == 5  # flaky, its child and grandchild, the child's two tests
     check_fallbacks(status, store, below)
+
+    # The run's combined run_results.json carries each repair, not the producer's failure:
+    # dbt retry would find nothing to do.
+    artifacts = read_artifacts(store, status.run_id)
+    assert artifacts.retryable() == []
+    producer = store.producer(status.run_id)
+    for uid in below:
+        result = artifacts.results()[uid]
+        assert result["status"] in ("success", "pass"), result
+        assert epoch(result["timing"][0]["started_at"]) >= producer.finished_at, result
 
 
 @pytest.mark.timeout(2 * RUN_TIMEOUT + 60)

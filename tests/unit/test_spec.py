@@ -26,3 +26,21 @@ def test_a_spec_round_trips_through_json():
     assert RunSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ConfigurationError, match="unknown run spec field"):
         RunSpec.from_dict({**spec.to_dict(), "password": "x"})
+
+
+def test_slim_run_flags_are_checked_together():
+    with pytest.raises(ConfigurationError, match="need state"):
+        RunSpec(project_dir="/p", defer=True)
+    with pytest.raises(ConfigurationError, match="only applies with defer"):
+        RunSpec(project_dir="/p", state="/s", favor_state=True)
+    with pytest.raises(ConfigurationError, match="indirect_selection"):
+        RunSpec(project_dir="/p", indirect_selection="lazy")
+    assert RunSpec(project_dir="p", state="s", defer=True).resolved().state.startswith("/")
+
+
+def test_a_state_folder_without_a_manifest_is_a_clear_error(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: p\n")
+    with pytest.raises(ConfigurationError, match="has no manifest.json"):
+        RunSpec(project_dir=str(project), state=str(tmp_path)).check_project()

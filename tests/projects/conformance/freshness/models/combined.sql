@@ -1,0 +1,1 @@
+select id from {{ ref('live_events') }} union all select id from {{ ref('legacy_events') }}
