@@ -10,8 +10,10 @@ pass ends its task in FAILURE, its descendants' tasks included (each reports its
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -44,6 +46,29 @@ log = logging.getLogger(__name__)
 ATTEMPT_HEADER = "dbt_celery_attempt"
 #: Seconds between two "still alive" marks of a polling consumer.
 SEEN_EVERY = 10.0
+#: How many ended consumer tasks a worker process remembers (see :func:`ended_here`).
+ENDED_KEPT = 50_000
+_ENDED: collections.OrderedDict[str, None] = collections.OrderedDict()
+_ENDED_LOCK = threading.Lock()
+
+
+def ended_here(task_id: str | None) -> bool:
+    """Whether a delivery in this process already ended this consumer task (outcome recorded and reported).
+
+    A woken consumer's waiting copy still arrives when its countdown ends; it drops itself
+    at once, without reading the store. Nothing reopens an ended node, so this never hides work.
+    """
+    with _ENDED_LOCK:
+        return task_id is not None and task_id in _ENDED
+
+
+def _remember_ended(task_id: str | None) -> None:
+    if task_id is None:
+        return
+    with _ENDED_LOCK:
+        _ENDED[task_id] = None
+        while len(_ENDED) > ENDED_KEPT:
+            _ENDED.popitem(last=False)
 
 
 class Consumer:
@@ -64,6 +89,8 @@ class Consumer:
 
     def run(self) -> dict[str, Any]:
         """Carry out one delivery; anything unexpected ends the node as ``error``."""
+        if ended_here(self.task.request.id):
+            raise Ignore()
         try:
             return self._decide_and_act()
         except (Ignore, Retry, NodeError):
@@ -107,6 +134,7 @@ class Consumer:
     def _act(self, decision: Decision) -> dict[str, Any]:
         action = decision.action
         if action is Action.IGNORE:
+            _remember_ended(self.task.request.id)
             raise Ignore()
         if action in (Action.WAIT, Action.RESUME):
             if action is Action.RESUME and self.spec is not None and self.poll is not None:
@@ -163,10 +191,12 @@ class Consumer:
             ready = ready_children(self.store, self.run_id, node)
             idle = self.spec.idle_countdown if self.spec is not None else DEFAULT_IDLE_WAIT
             enqueue(self.app, self.run_id, {child.unique_id: child for child in ready}, idle_wait=idle)
+            _remember_ended(self.task.request.id)  # only now: a store blip above re-sends this delivery
             return outcome.to_dict()
         children = node.children if node is not None else children_of(self.store, self.run_id, self.unique_id)
         for descendant in fail_descendants(self.store, self.run_id, self.unique_id, children, decision.state):
             send_consumer(self.app, self.run_id, descendant)  # it ends its own task: FAILURE, signals, events
+        _remember_ended(self.task.request.id)
         assert decision.error is not None
         raise decision.error(f"{self.unique_id}: {outcome.message or decision.reason}")
 
@@ -190,6 +220,7 @@ class Consumer:
         """End this task as the outcome recorded for the node says (once per node)."""
         if not self.store.claim_report(self.run_id, self.unique_id):
             raise Ignore()
+        _remember_ended(self.task.request.id)
         assert decision.error is not None
         raise decision.error(f"{self.unique_id}: {decision.reason}")
 

@@ -28,6 +28,7 @@ from dbt_celery.conformance import compare
 from dbt_celery.core.records import NodeState
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.dbt.invocation import dbt_executable
+from dbt_celery.errors import ConfigurationError
 from dbt_celery.run import DbtRun, retry, submit
 from tests.e2e.test_cli import dbt_celery
 from tests.e2e.test_conformance import FEATURES, RUN_TIMEOUT, check, describe
@@ -61,8 +62,11 @@ def test_a_runs_artifacts_feed_dbt_retry_and_dbt_celery_retry(redis_workers, red
     from dbt.contracts.graph.manifest import WritableManifest
 
     project = user_profile(copy_project(FEATURES, tmp_path), tmp_path / "candidate.duckdb")
-    spec = RunSpec(project_dir=str(project), profiles_dir=str(project), retries=0)
+    # The run and its retries build in subprocess mode; the result:error+ comparison below in-process.
+    spec = RunSpec(project_dir=str(project), profiles_dir=str(project), retries=0, invocation="subprocess")
     run = submit(spec, app=redis_app)
+    with pytest.raises(ConfigurationError, match="still queued: retry it once it has ended"):
+        retry(run.id, app=redis_app)
     status = run.wait(RUN_TIMEOUT)
     failed = {uid for uid, node in status.nodes.items() if node.status in NOT_PASSING}
     assert len(failed) == 10, failed  # the fixture's errors, failures and their skipped descendants

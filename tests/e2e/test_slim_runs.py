@@ -79,8 +79,9 @@ def schema_prefix():
 
 
 @pytest.mark.timeout(3 * RUN_TIMEOUT + 60)
+@pytest.mark.parametrize("mode", ["in_process", "subprocess"])
 def test_state_modified_with_defer_builds_what_changed_and_reads_production_for_the_rest(
-    redis_workers, redis_app, tmp_path, schema_prefix
+    redis_workers, redis_app, tmp_path, schema_prefix, mode
 ):
     project = copy_project(SLIM, tmp_path)
     production = postgres_spec(project, f"{schema_prefix}_prod")
@@ -109,8 +110,9 @@ def test_state_modified_with_defer_builds_what_changed_and_reads_production_for_
     # dbt-celery on the same flags, its gate shut: the changed model fails, then the gate
     # opens and the model's retry rebuilds it inline, its child and tests after it.
     candidate = postgres_spec(
-        project, f"{schema_prefix}_cand", vars={"gate": f"{gates}.shut"}, retries=1, retry_delay=3.0, **slim
-    )
+        project, f"{schema_prefix}_cand", vars={"gate": f"{gates}.shut"}, retries=1, retry_delay=3.0,
+        invocation=mode, **slim,
+    )  # fmt: skip
     run = submit(candidate, app=redis_app)
     wait_for_failure(store_for(redis_app), run.id, "model.slim.order_totals")
     query(f'insert into "{gates}".shut values (1)')
@@ -174,7 +176,10 @@ def test_source_freshness_skips_what_reads_a_stale_source(redis_workers, redis_a
     assert set(by_name({uid: "" for uid in skipped})) == STALE_SKIPPED
     assert all(d.reference is None and d.candidate == "skipped" for d in report.differences), report.differences
     # Every difference is one of those skips: on the nodes both built, zero differences.
-    nodes = DbtRun(report.run_id, redis_app).status().nodes
+    run = DbtRun(report.run_id, redis_app)
+    nodes = run.status().nodes
+    consumers = run.results()
+    assert consumers is not None and {result.state for result in consumers.results} == {"SUCCESS"}  # a skip passes
     for uid in skipped:
         assert nodes[uid].status is NodeState.SKIPPED and nodes[uid].dbt_status == "skipped"
         assert nodes[uid].message == "not built: source legacy.events is stale (freshness error)"
