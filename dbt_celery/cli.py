@@ -141,19 +141,14 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _retry(args: argparse.Namespace, console: Console) -> int:
-    from dbt_celery.core.artifacts import retry_spec
-    from dbt_celery.run import DbtRun
+    from dbt_celery.run import retry_spec_of
 
     app = _app(args)
-    earlier = DbtRun.restore(args.run_id, app=app)
-    status = earlier.status()
-    if not status.done:
-        raise ConfigurationError(f"run {earlier.id} is still {status.state}: retry it once it has ended")
-    spec = retry_spec(earlier.store, earlier.id, earlier.spec())
+    spec = retry_spec_of(args.run_id, app=app)
     if spec is None:
-        console.print(f"run {earlier.id}: every node passed; nothing to retry")
+        console.print(f"run {args.run_id}: every node passed; nothing to retry")
         return EXIT_OK
-    console.print(f"retrying {len(spec.select)} node(s) of run {earlier.id}")
+    console.print(f"retrying {len(spec.select)} node(s) of run {args.run_id}")
     return _start(app, spec, args, console)
 
 

@@ -23,7 +23,7 @@ from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.summary import NodeStatus, RunStatus, summarize
 from dbt_celery.errors import ConfigurationError
 
-__all__ = ["DbtRun", "NodeStatus", "RunArtifacts", "RunStatus", "retry", "submit"]
+__all__ = ["DbtRun", "NodeStatus", "RunArtifacts", "RunStatus", "retry", "retry_spec_of", "submit"]
 
 #: A waiting handle sleeps at least this many times as long as its last status read took.
 PAUSE_PER_READ = 4.0
@@ -117,16 +117,24 @@ def submit(spec: RunSpec, *, app: Celery | None = None) -> DbtRun:
     return DbtRun(run_id, app)
 
 
-def retry(run_id: str, *, app: Celery | None = None) -> DbtRun | None:
-    """Start a run that rebuilds exactly the failed and not-run nodes of an ended run; None if none are left.
+def retry_spec_of(run_id: str, *, app: Celery | None = None) -> RunSpec | None:
+    """The spec of a run rebuilding exactly the failed and not-run nodes of ended run ``run_id`` (None: none).
 
-    It is one new run (one producer build) with the earlier run's flags, selecting those
-    nodes alone: the nodes ``dbt retry`` would pick from the run's combined artifacts.
+    Those are the nodes ``dbt retry`` would pick from the run's combined artifacts, with the
+    earlier run's flags. A run still going is refused (:class:`ConfigurationError`).
     """
-    app = app or current_app
     earlier = DbtRun.restore(run_id, app)
     status = earlier.status()
     if not status.done:
         raise ConfigurationError(f"run {run_id} is still {status.state}: retry it once it has ended")
-    spec = retry_spec(earlier.store, run_id, earlier.spec())
+    return retry_spec(earlier.store, run_id, earlier.spec())
+
+
+def retry(run_id: str, *, app: Celery | None = None) -> DbtRun | None:
+    """Start one new run (one producer build) of exactly the failed and not-run nodes of an ended run.
+
+    Returns its handle, or None when every node of the earlier run passed.
+    """
+    app = app or current_app
+    spec = retry_spec_of(run_id, app=app)
     return submit(spec, app=app) if spec is not None else None

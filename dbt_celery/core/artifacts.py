@@ -12,8 +12,8 @@ them into the document a single ``dbt build`` would have written:
   left out after a failure, downstream of a stale source), with dbt-celery's reason as
   its message, as dbt writes the nodes it skips.
 
-The result is in dbt's own schema, so ``dbt retry --state DIR``, ``dbt docs`` and
-artifact uploaders read it. Free of dbt and Celery: plain JSON in, plain JSON out.
+The result is in dbt's own schema (dbt's artifact classes load it), so ``dbt retry
+--state DIR`` and ``--state`` selection read it. Free of dbt and Celery: plain JSON in, plain JSON out.
 """
 
 from __future__ import annotations
