@@ -54,8 +54,6 @@ class ProjectGraph:
     @classmethod
     def from_manifest(cls, manifest: Any, selected: Iterable[str], graph: Any = None) -> ProjectGraph:
         """Build the graph of ``selected`` from a parsed dbt ``Manifest`` (and dbt's linked ``Graph`` of it)."""
-        import networkx
-
         buildable = _buildable(manifest, selected)
         unit_tests = {uid for uid in buildable if uid in manifest.unit_tests}
         full = selection.linked_graph(manifest) if graph is None else graph
@@ -63,7 +61,7 @@ class ProjectGraph:
         # dbt links the tests of every ancestor to a node. The order they impose holds
         # with the direct edges alone, so consumers check far fewer parents; dbt's own
         # dependency edges stay, so a test is always a child of the models it tests.
-        graph = networkx.transitive_reduction(subset)
+        graph = transitive_reduction(subset)
         graph.add_edges_from((u, v) for u, v, kind in subset.edges(data="edge_type") if kind != "parent_test")
 
         parents = {uid: set(graph.predecessors(uid)) for uid in graph.nodes}
@@ -99,6 +97,33 @@ class ProjectGraph:
     def roots(self) -> list[str]:
         """Nodes with no parent in the selection."""
         return [uid for uid, node in self.nodes.items() if not node.parents]
+
+
+def transitive_reduction(graph: Any) -> Any:
+    """The transitive reduction of a DAG (a networkx ``DiGraph``): an edge u→v stays unless a longer path joins them.
+
+    What ``networkx.transitive_reduction`` returns (nodes, no edge data), in O(edges) operations
+    on bitsets instead of a traversal from every node: at 2,000 nodes, milliseconds rather than seconds.
+    """
+    import networkx
+
+    order = list(networkx.topological_sort(graph))  # raises NetworkXUnfeasible on a cycle
+    bit = {node: 1 << index for index, node in enumerate(order)}
+    below: dict[Any, int] = {}  # every node reachable from a node, as a bitset
+    reduced = networkx.DiGraph()
+    reduced.add_nodes_from(graph.nodes)
+    for node in reversed(order):
+        successors = list(graph.successors(node))
+        # A successor is reached another way when it lies below one of the node's other successors.
+        via_others = 0
+        for successor in successors:
+            via_others |= below[successor]
+        reduced.add_edges_from((node, s) for s in successors if not via_others & bit[s])
+        reach = via_others
+        for successor in successors:
+            reach |= bit[successor]
+        below[node] = reach
+    return reduced
 
 
 def parse_project(spec: RunSpec, workspace: Workspace) -> Any:

@@ -127,3 +127,22 @@ def test_cancelled_nodes_make_a_cancelled_run(store):
     store.put_producer("r", ProducerState(ProducerPhase.CANCELLED, 2.0))
     store.cancel("r", "by a test")
     assert summarize(store, "r").state == "cancelled"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_transitive_reduction_is_networkxs(seed):
+    import random
+
+    import networkx
+
+    from dbt_celery.dbt.project import transitive_reduction
+
+    rng = random.Random(seed)
+    size = rng.randint(1, 60)
+    graph = networkx.DiGraph()
+    graph.add_nodes_from(range(size))
+    for child in range(size):
+        for parent in rng.sample(range(child), min(child, rng.randint(0, 6))):
+            graph.add_edge(parent, child, edge_type=rng.choice(["parent_test", None]))
+    ours, theirs = transitive_reduction(graph), networkx.transitive_reduction(graph)
+    assert set(ours.nodes) == set(theirs.nodes) and set(ours.edges) == set(theirs.edges)
