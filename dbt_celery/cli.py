@@ -262,6 +262,11 @@ def _conformance(args: argparse.Namespace, console: Console) -> int:
 
     candidate = _spec_from_args(args)
     candidate.check_project()
+    if candidate.source_freshness:
+        raise ConfigurationError(
+            "conformance compares with a plain dbt build, which checks no source freshness: leave out "
+            "--source-freshness (tests/e2e/test_slim_runs.py compares it with dbt build --exclude source:STALE+)"
+        )
     reference = dataclasses.replace(candidate, target=args.reference_target or candidate.target)
     app = _app(args)
     console.print("building with plain dbt, then with dbt-celery ...")

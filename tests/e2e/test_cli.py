@@ -71,7 +71,11 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     bad_vars = dbt_celery("run", str(REPO / "examples" / "jaffle_shop"), "--vars", "[1, 2")
     assert bad_vars.returncode == 2
     assert "--vars" in bad_vars.stderr
-    assert "Traceback" not in missing.stderr + bad_vars.stderr
+    no_state = dbt_celery("run", str(REPO / "examples" / "jaffle_shop"), "--state", str(tmp_path), "--defer")
+    assert no_state.returncode == 2 and "has no manifest.json" in " ".join(no_state.stderr.split()), no_state.stderr
+    freshness = dbt_celery("conformance", str(REPO / "examples" / "jaffle_shop"), "--source-freshness")
+    assert freshness.returncode == 2 and "checks no source freshness" in " ".join(freshness.stderr.split())
+    assert "Traceback" not in missing.stderr + bad_vars.stderr + no_state.stderr + freshness.stderr
 
 
 def test_conformance_command_on_a_project_it_has_never_seen(tmp_path):
