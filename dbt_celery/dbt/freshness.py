@@ -53,7 +53,7 @@ def upstream_sources(manifest: Any, nodes: Iterable[str]) -> list[str]:
 
 
 def freshness_statuses(spec: RunSpec, workspace: Workspace, manifest: Any, sources: list[str]) -> dict[str, str]:
-    """Run ``dbt source freshness`` on ``sources``; return dbt's status for each source it checked."""
+    """Run ``dbt source freshness`` on ``sources``; return dbt's status for each (``runtime error`` if dbt has none)."""
     selectors = [f"source:{s.package_name}.{s.source_name}.{s.name}" for s in map(manifest.sources.get, sources)]
     output = workspace.target_path / SOURCES_FILE
     invocation = DbtInvocation(
@@ -69,7 +69,9 @@ def freshness_statuses(spec: RunSpec, workspace: Workspace, manifest: Any, sourc
         raise DbtInvocationError(
             f"dbt source freshness wrote no results: {invocation.error or 'no error message'}"
         ) from None
-    return {result["unique_id"]: result["status"] for result in results}
+    statuses = {result["unique_id"]: result["status"] for result in results}
+    # dbt 1.11 leaves a source whose freshness query failed out of sources.json: it could not be checked.
+    return {source: statuses.get(source, "runtime error") for source in sources}
 
 
 def _descendants(manifest: Any, unique_id: str) -> set[str]:

@@ -143,14 +143,17 @@ STALE_SKIPPED = {
     ("test", "not_null_combined_id"),
     ("model", "legacy_summary"),  # through the ephemeral legacy_ephemeral
 }
+# A source whose freshness cannot be checked (its loaded_at_field does not exist) counts as stale too.
+UNCHECKABLE_SKIPPED = {("model", "broken_events")}
 
 
 def raw_tables(db: Path) -> None:
-    """The sources' tables: live loaded now, lagging two days ago, legacy in 2020, unchecked unknown."""
+    """The sources' tables: live loaded now, lagging two days ago, legacy in 2020, broken and unchecked unknown."""
     loaded = {
         "live": "current_timestamp::timestamp",
         "lagging": "current_timestamp::timestamp - interval 2 day",
         "legacy": "timestamp '2020-01-01 00:00:00'",
+        "broken": "current_timestamp::timestamp",
         "unchecked": "null",
     }
     with duckdb.connect(str(db)) as connection:
@@ -166,14 +169,14 @@ def test_source_freshness_skips_what_reads_a_stale_source(redis_workers, redis_a
     for db in ("reference.duckdb", "candidate.duckdb"):
         raw_tables(tmp_path / db)
     # Plain dbt's way to the same build: leave out everything below the stale source.
-    reference = duckdb_spec(project, tmp_path / "reference.duckdb", exclude=("source:legacy+",))
+    reference = duckdb_spec(project, tmp_path / "reference.duckdb", exclude=("source:legacy+", "source:broken+"))
     candidate = duckdb_spec(project, tmp_path / "candidate.duckdb", invocation=mode, retries=0, source_freshness=True)
     report = compare(reference, candidate, app=redis_app, timeout=RUN_TIMEOUT)
 
     assert report.reference and set(report.reference.values()) == {"success", "pass"}
     assert ("model", "lagging_events") in by_name(report.reference)  # warn_after passed: still built
     skipped = {d.unique_id for d in report.differences}
-    assert set(by_name({uid: "" for uid in skipped})) == STALE_SKIPPED
+    assert set(by_name({uid: "" for uid in skipped})) == STALE_SKIPPED | UNCHECKABLE_SKIPPED
     assert all(d.reference is None and d.candidate == "skipped" for d in report.differences), report.differences
     # Every difference is one of those skips: on the nodes both built, zero differences.
     run = DbtRun(report.run_id, redis_app)
@@ -182,5 +185,7 @@ def test_source_freshness_skips_what_reads_a_stale_source(redis_workers, redis_a
     assert consumers is not None and {result.state for result in consumers.results} == {"SUCCESS"}  # a skip passes
     for uid in skipped:
         assert nodes[uid].status is NodeState.SKIPPED and nodes[uid].dbt_status == "skipped"
-        assert nodes[uid].message == "not built: source legacy.events is stale (freshness error)"
+        source = "broken.events" if uid == "model.freshness.broken_events" else "legacy.events"
+        status = "runtime error" if source == "broken.events" else "error"
+        assert nodes[uid].message == f"not built: source {source} is stale (freshness {status})"
     assert warehouse(tmp_path / "candidate.duckdb") == warehouse(tmp_path / "reference.duckdb")
