@@ -20,7 +20,7 @@ from dbt_celery.celery.backends import store_for
 from dbt_celery.core.artifacts import RunArtifacts, read_artifacts, retry_spec
 from dbt_celery.core.plan import plan_summary
 from dbt_celery.core.spec import RunSpec
-from dbt_celery.core.summary import NodeStatus, RunStatus, summarize
+from dbt_celery.core.summary import NodeStatus, RunStatus, SummaryCache, summarize
 from dbt_celery.errors import ConfigurationError
 
 __all__ = ["DbtRun", "NodeStatus", "RunArtifacts", "RunStatus", "retry", "retry_spec_of", "submit"]
@@ -92,9 +92,10 @@ class DbtRun:
         """Block until the run ends (or ``timeout`` seconds pass: TimeoutError)."""
         deadline = time.monotonic() + timeout if timeout is not None else None
         tended = time.monotonic()
+        cache = SummaryCache()  # ended nodes are read once, not on every pass
         while True:
             read_at = time.monotonic()
-            status = self.status()
+            status = summarize(self.store, self.id, cache=cache)
             # A big run's status costs real reads: keep this observer to a fifth of a core or less.
             pause = max(interval, PAUSE_PER_READ * (time.monotonic() - read_at))
             if on_update is not None:

@@ -96,19 +96,41 @@ class RunStatus:
         }
 
 
-def summarize(store: StatusStore, run_id: str, now: float | None = None) -> RunStatus:
-    """Read a run's state and every node's status now."""
+@dataclasses.dataclass
+class SummaryCache:
+    """What one observer already read of a run and will not change: the plan, and nodes with an outcome.
+
+    An outcome is written once (the first one wins), so a watcher that keeps this between
+    reads (``DbtRun.wait``) re-reads only the nodes still open: a big run's last minutes
+    cost a few keys per read instead of every node's two.
+    """
+
+    planned: dict[str, dict[str, Any]] | None = None
+    final: dict[str, NodeStatus] = dataclasses.field(default_factory=dict)
+
+
+def summarize(
+    store: StatusStore, run_id: str, now: float | None = None, cache: SummaryCache | None = None
+) -> RunStatus:
+    """Read a run's state and every node's status now (``cache``: reuse what a previous read found final)."""
     now = time.time() if now is None else now
     run = store.run(run_id)
     producer = store.producer(run_id)
     if run is None:
         return RunStatus(run_id, "failed", {}, producer, "no such run in this store")
     late = now > run.deadline + DEADLINE_GRACE
-    planned = plan_summary(store, run_id)
+    planned = cache.planned if cache is not None and cache.planned is not None else plan_summary(store, run_id)
     if planned is None:
         state, error = _unplanned(producer, store.liveness(run_id, PRODUCER_LEASE).alive(now), now > run.deadline, late)
         return RunStatus(run_id, state, {}, producer, error)
-    nodes = node_statuses(store, run_id, planned)
+    if cache is None:
+        nodes = node_statuses(store, run_id, planned)
+    else:
+        cache.planned = planned
+        open_nodes = {uid: info for uid, info in planned.items() if uid not in cache.final}
+        fresh = node_statuses(store, run_id, open_nodes)
+        cache.final.update((uid, node) for uid, node in fresh.items() if node.status in FINAL_STATES)
+        nodes = {uid: cache.final.get(uid) or fresh[uid] for uid in planned}
     alive = store.liveness(run_id, PRODUCER_LEASE).alive(now)
     finished = all(node.done for node in nodes.values()) and (
         producer is None or producer_gone(producer, alive) or producer.ended

@@ -146,3 +146,21 @@ def test_the_transitive_reduction_is_networkxs(seed):
             graph.add_edge(parent, child, edge_type=rng.choice(["parent_test", None]))
     ours, theirs = transitive_reduction(graph), networkx.transitive_reduction(graph)
     assert set(ours.nodes) == set(theirs.nodes) and set(ours.edges) == set(theirs.edges)
+
+
+def test_a_watchers_cache_reads_each_ended_node_once_and_agrees_with_a_fresh_read(store):
+    from dbt_celery.core.summary import SummaryCache
+
+    cache = SummaryCache()
+    store.put_producer("r", ProducerState(ProducerPhase.RUNNING, 1.0, generation=1))
+    store.acquire("r", PRODUCER_LEASE, "p", ttl=60)
+    for step in (["a"], ["b", "c"], ["d", "e"]):
+        store.put_events("r", [NodeEvent(f"model.p.{n}", "model", "success", NodeState.SUCCESS) for n in step])
+        assert summarize(store, "r", now=5.0, cache=cache) == summarize(store, "r", now=5.0)
+        passed(store, *step)
+        assert summarize(store, "r", now=5.0, cache=cache) == summarize(store, "r", now=5.0)
+    assert set(cache.final) == {f"model.p.{n}" for n in EDGES}
+    # An ended node is not read again: its outcome key could vanish and the watcher would not notice.
+    store.kv.data.pop(store.key("r", "outcome_model.p.a"))
+    assert summarize(store, "r", now=5.0, cache=cache).nodes["model.p.a"].status is NodeState.SUCCESS
+    assert summarize(store, "r", now=5.0).nodes["model.p.a"].status is NodeState.REPORTED
