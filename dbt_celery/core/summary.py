@@ -15,6 +15,8 @@ from dbt_celery.core.policy import producer_gone
 from dbt_celery.core.records import (
     FINAL_STATES,
     PASSING_STATES,
+    NodeEvent,
+    NodeOutcome,
     NodeState,
     ProducerPhase,
     ProducerState,
@@ -98,15 +100,18 @@ class RunStatus:
 
 @dataclasses.dataclass
 class SummaryCache:
-    """What one observer already read of a run and will not change: the plan, and nodes with an outcome.
+    """What one observer already read of a run and will not change: the plan, and ended nodes.
 
-    An outcome is written once (the first one wins), so a watcher that keeps this between
-    reads (``DbtRun.wait``) re-reads only the nodes still open: a big run's last minutes
-    cost a few keys per read instead of every node's two.
+    An outcome is written once (the first one wins) and dbt's record of a node once its
+    outcome is there, so a watcher that keeps this between reads (``DbtRun.wait``) re-reads
+    only the nodes still open: a big run's last minutes cost a few keys per read instead of
+    every node's two.
     """
 
     planned: dict[str, dict[str, Any]] | None = None
     final: dict[str, NodeStatus] = dataclasses.field(default_factory=dict)
+    #: The last read of the nodes not known for good yet.
+    open: dict[str, NodeStatus] = dataclasses.field(default_factory=dict)
 
 
 def summarize(
@@ -127,10 +132,7 @@ def summarize(
         nodes = node_statuses(store, run_id, planned)
     else:
         cache.planned = planned
-        open_nodes = {uid: info for uid, info in planned.items() if uid not in cache.final}
-        fresh = node_statuses(store, run_id, open_nodes)
-        cache.final.update((uid, node) for uid, node in fresh.items() if node.status in FINAL_STATES)
-        nodes = {uid: cache.final.get(uid) or fresh[uid] for uid in planned}
+        nodes = _cached_statuses(store, run_id, planned, cache, producer is not None and producer.ended)
     alive = store.liveness(run_id, PRODUCER_LEASE).alive(now)
     finished = all(node.done for node in nodes.values()) and (
         producer is None or producer_gone(producer, alive) or producer.ended
@@ -150,42 +152,64 @@ def node_statuses(store: StatusStore, run_id: str, planned: dict[str, dict[str, 
     """Every planned node's status from its outcome, else its dbt record, else pending."""
     outcomes = store.outcomes(run_id, planned)
     events = store.node_events(run_id, planned)
-    nodes = {}
-    for uid, info in planned.items():
-        base = {"unique_id": uid, "name": info["name"], "resource_type": info["resource_type"]}
+    return {uid: node_status(uid, info, events.get(uid), outcomes.get(uid)) for uid, info in planned.items()}
+
+
+def node_status(uid: str, info: dict[str, Any], event: NodeEvent | None, outcome: NodeOutcome | None) -> NodeStatus:
+    """One node's status from its outcome (what dbt said of it filling the gaps), else its record, else pending."""
+    base = {"unique_id": uid, "name": info["name"], "resource_type": info["resource_type"]}
+    if outcome is not None:
+        return NodeStatus(
+            **base,
+            status=outcome.state,
+            # A descendant failed by its upstream still shows what dbt said of it.
+            dbt_status=outcome.dbt_status or (event.dbt_status if event else None),
+            resolved_by=outcome.resolved_by,
+            reason=outcome.reason,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            execution_time=outcome.execution_time,
+            rows_affected=outcome.rows_affected,
+            message=outcome.message,
+            thread=outcome.thread or (event.thread if event else None),
+            recorded_at=outcome.recorded_at,
+        )
+    if event is not None:
+        return NodeStatus(
+            **base,
+            status=NodeState.REPORTED,
+            dbt_status=event.dbt_status,
+            resolved_by=event.resolved_by,
+            started_at=event.started_at,
+            finished_at=event.finished_at,
+            execution_time=event.execution_time,
+            rows_affected=event.rows_affected,
+            message=event.message,
+            thread=event.thread,
+        )
+    return NodeStatus(**base, status=NodeState.PENDING)
+
+
+def _cached_statuses(
+    store: StatusStore, run_id: str, planned: dict[str, dict[str, Any]], cache: SummaryCache, producer_ended: bool
+) -> dict[str, NodeStatus]:
+    """Node statuses, reading only nodes not yet known for good.
+
+    A node is known for good once it has an outcome *and* dbt's record (or the producer has
+    ended, so no record can come): an upstream failure's outcome is written before dbt's skip
+    record lands, and the status shows what dbt said.
+    """
+    open_ids = [uid for uid in planned if uid not in cache.final]
+    outcomes = store.outcomes(run_id, open_ids)
+    events = store.node_events(run_id, open_ids)
+    for uid in open_ids:
         event, outcome = events.get(uid), outcomes.get(uid)
-        if outcome is not None:
-            nodes[uid] = NodeStatus(
-                **base,
-                status=outcome.state,
-                # A descendant failed by its upstream still shows what dbt said of it.
-                dbt_status=outcome.dbt_status or (event.dbt_status if event else None),
-                resolved_by=outcome.resolved_by,
-                reason=outcome.reason,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at,
-                execution_time=outcome.execution_time,
-                rows_affected=outcome.rows_affected,
-                message=outcome.message,
-                thread=outcome.thread or (event.thread if event else None),
-                recorded_at=outcome.recorded_at,
-            )
-        elif event is not None:
-            nodes[uid] = NodeStatus(
-                **base,
-                status=NodeState.REPORTED,
-                dbt_status=event.dbt_status,
-                resolved_by=event.resolved_by,
-                started_at=event.started_at,
-                finished_at=event.finished_at,
-                execution_time=event.execution_time,
-                rows_affected=event.rows_affected,
-                message=event.message,
-                thread=event.thread,
-            )
+        node = node_status(uid, planned[uid], event, outcome)
+        if outcome is not None and (event is not None or producer_ended):
+            cache.final[uid] = node
         else:
-            nodes[uid] = NodeStatus(**base, status=NodeState.PENDING)
-    return nodes
+            cache.open[uid] = node
+    return {uid: cache.final.get(uid) or cache.open[uid] for uid in planned}
 
 
 def _unplanned(producer: ProducerState | None, alive: bool, overdue: bool, late: bool) -> tuple[str, str | None]:

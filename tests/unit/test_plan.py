@@ -154,7 +154,12 @@ def test_a_watchers_cache_reads_each_ended_node_once_and_agrees_with_a_fresh_rea
     cache = SummaryCache()
     store.put_producer("r", ProducerState(ProducerPhase.RUNNING, 1.0, generation=1))
     store.acquire("r", PRODUCER_LEASE, "p", ttl=60)
-    for step in (["a"], ["b", "c"], ["d", "e"]):
+    # An upstream failure's outcome comes before dbt's skip record: the record still shows once it lands.
+    store.put_outcome("r", "model.p.e", NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed"))
+    assert summarize(store, "r", now=5.0, cache=cache) == summarize(store, "r", now=5.0)
+    store.put_events("r", [NodeEvent("model.p.e", "model", "skipped", NodeState.UPSTREAM_FAILED)])
+    assert summarize(store, "r", now=5.0, cache=cache).nodes["model.p.e"].dbt_status == "skipped"
+    for step in (["a"], ["b", "c"], ["d"]):
         store.put_events("r", [NodeEvent(f"model.p.{n}", "model", "success", NodeState.SUCCESS) for n in step])
         assert summarize(store, "r", now=5.0, cache=cache) == summarize(store, "r", now=5.0)
         passed(store, *step)
