@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from dbt_celery.core.plan import load_nodes
+from dbt_celery.core.plan import load_nodes, plan_summary
 from dbt_celery.core.policy import MAX_PRODUCER_GENERATIONS
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import StatusStore
@@ -86,7 +86,7 @@ def retry_spec(store: StatusStore, run_id: str, spec: RunSpec) -> RunSpec | None
     passed is built again; every other flag is the earlier run's. None when nothing is left.
     """
     artifacts = read_artifacts(store, run_id)
-    planned = set(summarize(store, run_id).nodes)
+    planned = plan_summary(store, run_id) or {}  # not a second full status read
     chosen = [uid for uid in artifacts.retryable() if uid in planned]
     if not chosen:
         return None
