@@ -1,15 +1,15 @@
 """``python -m benchmarks``: every dbt-celery benchmark in one command, results in docs/.
 
-    python -m benchmarks                           # everything (about 25 minutes on 2 quiet cores)
+    python -m benchmarks                           # everything (about 40 minutes on 2 quiet cores)
     python -m benchmarks --quick                   # small sizes, one pair each: a check while developing
     python -m benchmarks --only light,embedded     # some parts (light, heavy, views, embedded)
     python -m benchmarks --only heavy --sizes 50,200,1000 --out /tmp/bench
-    python -m benchmarks --only views --views 2500 # the 5,000-node plan+build alone (~20 minutes)
+    python -m benchmarks --only views              # the 5,000-node plan+build alone (~20 minutes)
     python -m benchmarks --recovery                # also: producer SIGKILLed mid-build (200 models)
 
 Parts: ``light`` (small tables: 200 and 1,000 models), ``heavy`` (100,000-row tables: 50
-and 200 models, with the naive baseline), ``views`` (1,000 trivial views and their tests,
-2,002 nodes; ``--views 2500`` for about 5,000 nodes, ~20 minutes more on 2 CPUs) and ``embedded`` (``dbt-celery run examples/jaffle_shop`` against
+and 200 models, with the naive baseline), ``views`` (2,500 trivial views and their tests,
+5,002 nodes, ~20 minutes on 2 CPUs; ``--views 1000`` for 2,002) and ``embedded`` (``dbt-celery run examples/jaffle_shop`` against
 ``dbt build``, command line against command line). Each generated size is measured in
 alternating A/B pairs against a plain ``dbt build`` CLI of the same project in the same
 run (3 pairs below 500 models, 1 from there on). Then one extra dbt-celery run is sampled

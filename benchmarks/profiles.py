@@ -6,8 +6,8 @@
 * ``heavy``: tables of 100,000 rows (the harness's historical default), where the
   warehouse work dominates; the naive baseline (R2) is timed here.
 * ``views``: trivial views plus their tests, the cheapest node dbt builds, at the size
-  where planning and per-node bookkeeping add up: 1,000 views (2,002 nodes) by default,
-  ``--views 2500`` for about 5,000 nodes. (Views with tests build faster here than twice as
+  where planning and per-node bookkeeping add up: 2,500 views (5,002 nodes) by default,
+  ``--views 1000`` for 2,002 nodes. (Views with tests build faster here than twice as
   many views without: a test on a 10-row view costs less than a view's create-and-rename.)
   The default stays at 2,002 nodes because a plain ``dbt build`` grows faster than the
   node count: on the 2-CPU machine this was written on it took about 40 s for 1,002 nodes,
@@ -69,7 +69,7 @@ PROFILES: dict[str, Profile] = {
     "views": Profile(
         "views",
         "trivial views (10 rows, parents declared with `-- depends_on`), one not_null test each",
-        sizes=(1_000,),
+        sizes=(2_500,),
         quick_sizes=(150,),
         rows=10,
         materialized="view",

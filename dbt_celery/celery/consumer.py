@@ -19,6 +19,8 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, Retry
+from celery.worker.request import Request
+from celery.worker.state import task_ready
 
 from dbt_celery.celery.backends import is_transient, store_for
 from dbt_celery.celery.messages import enqueue, resend, resume_producer, revive_watchdog, send_consumer
@@ -60,6 +62,26 @@ def ended_here(task_id: str | None) -> bool:
     """
     with _ENDED_LOCK:
         return task_id is not None and task_id in _ENDED
+
+
+class ConsumerRequest(Request):
+    """The worker's request for a consumer message: a copy this process already ended never runs.
+
+    A woken consumer's waiting copy is held by the worker until its countdown ends. When
+    the pool is in this process (``-P threads`` or ``solo``, dbt-celery's default), the copy is
+    acknowledged and dropped here, before the pool sees it: no execution, no task event, no
+    write. Celery's own revocation would mark the task REVOKED; this leaves its result alone.
+    Under ``-P prefork`` the ending happened in a child, so the copy runs and drops itself there.
+    """
+
+    def revoked(self) -> bool:
+        """Whether to skip this message: an ended copy (dropped quietly), or revoked the Celery way."""
+        if not self._already_revoked and ended_here(self.id):  # type: ignore[has-type]
+            task_ready(self)
+            self.acknowledge()
+            self._already_revoked = True
+            return True
+        return bool(super().revoked())
 
 
 def _remember_ended(task_id: str | None) -> None:
@@ -184,8 +206,7 @@ class Consumer:
             event is None or decision.state is not NodeState.FAILED or not event.message
         ):
             outcome = outcome.replace(message=decision.reason)
-        first = self.store.put_outcome(self.run_id, self.unique_id, outcome)
-        if not first or not self.store.claim_report(self.run_id, self.unique_id):
+        if not self.store.resolve(self.run_id, self.unique_id, outcome):
             raise Ignore()  # another copy of this consumer resolved the node first
         if decision.action is Action.SUCCEED and node is not None:
             ready = ready_children(self.store, self.run_id, node)

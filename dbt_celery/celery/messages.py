@@ -113,7 +113,8 @@ def enqueue(app: Celery, run_id: str, nodes: Any, ids: Iterable[str] | None = No
     before it reads the claims, so one of the two always sees the other.
     """
     store = store_for(app)
-    claimed = [uid for uid in (ids if ids is not None else list(nodes)) if store.claim(run_id, f"enqueue_{uid}")]
+    wanted = list(ids if ids is not None else nodes)
+    claimed = [what.removeprefix("enqueue_") for what in store.claim_many(run_id, [f"enqueue_{uid}" for uid in wanted])]
     reported = store.node_events(run_id, claimed) if claimed else {}
     for uid in claimed:
         send_consumer(app, run_id, nodes[uid], countdown=0.0 if uid in reported else idle_wait)

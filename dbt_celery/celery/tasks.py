@@ -186,6 +186,7 @@ def start_run(self: Task, spec: dict[str, Any], overlap: str = "skip") -> dict[s
     reject_on_worker_lost=True,
     throws=(NodeError,),
     ignore_result=False,  # a run's handle reads every node's result, whatever task_ignore_result says
+    Request="dbt_celery.celery.consumer:ConsumerRequest",  # drops a woken consumer's waiting copy unrun
 )
 def consume(self: Task, run_id: str, unique_id: str) -> dict[str, Any]:
     """Reflect one node's dbt result; wait, retry or build it inline as the policy says."""

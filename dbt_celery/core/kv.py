@@ -43,6 +43,9 @@ class KeyValue(Protocol):
     def set_if(self, guards: Mapping[str, bytes | None], items: Mapping[str, bytes]) -> bool:
         """Write ``items`` only if each guard key holds its value (None: absent); say whether it wrote."""
 
+    def add_many(self, items: Mapping[str, bytes]) -> list[bool]:
+        """Write each item whose key is absent (each one on its own); say, in order, which were written."""
+
 
 def set_if_absent(kv: KeyValue, key: str, value: bytes) -> bool:
     """Write ``value`` under ``key`` only if nothing is there: a one-time claim."""
@@ -78,6 +81,13 @@ class MemoryKV:
                 return False
             self.data.update(items)
             return True
+
+    def add_many(self, items: Mapping[str, bytes]) -> list[bool]:
+        """Write each absent item; atomic under the lock."""
+        with self._lock:
+            added = [key not in self.data for key in items]
+            self.data.update({key: value for (key, value), new in zip(items.items(), added) if new})
+            return added
 
 
 # KEYS: the guard keys, then the item keys. ARGV: number of guards, ttl (0: none),
@@ -173,6 +183,16 @@ class RedisKV:
         # callers treat False as "someone else holds it", which then shows up on the next read.
         return bool(self._patiently(lambda: self._set_if(keys=keys, args=args)))
 
+    def add_many(self, items: Mapping[str, bytes]) -> list[bool]:
+        """``SET … NX`` for each item, pipelined in one round trip."""
+        return self._patiently(lambda: self._pipelined_add(items)) if items else []
+
+    def _pipelined_add(self, items: Mapping[str, bytes]) -> list[bool]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, ex=self.ttl or None, nx=True)
+            return [bool(written) for written in pipe.execute()]
+
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)"
 _CHUNK = 500  # SQLite's limit on bound parameters is far above; keeps statements short
@@ -222,6 +242,14 @@ class SQLiteKV:
                 return False
             self._write(connection, items)
             return True
+
+    def add_many(self, items: Mapping[str, bytes]) -> list[bool]:
+        """Write each absent item, in one immediate transaction."""
+        with self._transaction() as connection:
+            present = self.get_many(list(items))
+            added = {key: value for (key, value), current in zip(items.items(), present) if current is None}
+            self._write(connection, added)
+            return [current is None for current in present]
 
     def delete(self, keys: Iterable[str]) -> None:
         """Remove keys."""

@@ -154,9 +154,10 @@ def ready_children(store: StatusStore, run_id: str, node: GraphNode) -> list[Gra
     """
     children, broken = read_nodes(store, run_id, list(node.children))
     ready = [GraphNode.placeholder(uid) for uid in broken]
+    parents = sorted({parent for child in children.values() for parent in child.parents})
+    outcomes = store.outcomes(run_id, parents) if parents else {}  # one read for all the children
     for child in children.values():
-        outcomes = store.outcomes(run_id, child.parents)
-        if len(outcomes) == len(child.parents) and all(o.state in PASSING_STATES for o in outcomes.values()):
+        if all(parent in outcomes and outcomes[parent].state in PASSING_STATES for parent in child.parents):
             ready.append(child)
     return ready
 

@@ -156,6 +156,12 @@ class StatusStore:
         """Take a one-time claim (``what``) in a run; True for the first caller only."""
         return set_if_absent(self.kv, self.key(run_id, f"claim_{what}"), encode_payload({"at": time.time()}))
 
+    def claim_many(self, run_id: str, whats: Sequence[str]) -> list[str]:
+        """Take several one-time claims at once (one round trip); return those this caller took."""
+        value = encode_payload({"at": time.time()})
+        taken = self.kv.add_many({self.key(run_id, f"claim_{what}"): value for what in whats})
+        return [what for what, took in zip(whats, taken) if took]
+
     def claim_report(self, run_id: str, unique_id: str) -> bool:
         """Take the right to end a node's consumer task as its outcome says (once per node)."""
         return self.claim(run_id, f"{REPORT_CLAIM}{unique_id}")
@@ -206,6 +212,17 @@ class StatusStore:
         """Record a node's final outcome; only the first one counts (True if this was it)."""
         key = self.key(run_id, f"outcome_{unique_id}")
         return set_if_absent(self.kv, key, encode_payload(outcome.to_dict()))
+
+    def resolve(self, run_id: str, unique_id: str, outcome: NodeOutcome) -> bool:
+        """Record a node's outcome and take the right to report it, both or neither (True: this caller did).
+
+        What a consumer ending its own node does: one atomic write instead of
+        :meth:`put_outcome` then :meth:`claim_report`.
+        """
+        outcome_key = self.key(run_id, f"outcome_{unique_id}")
+        report_key = self.key(run_id, f"claim_{REPORT_CLAIM}{unique_id}")
+        items = {outcome_key: encode_payload(outcome.to_dict()), report_key: encode_payload({"at": time.time()})}
+        return self.kv.set_if(dict.fromkeys(items), items)
 
     def outcomes(self, run_id: str, unique_ids: Iterable[str]) -> dict[str, NodeOutcome]:
         """The final outcomes recorded so far for several nodes."""

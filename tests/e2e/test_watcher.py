@@ -204,16 +204,22 @@ def test_a_waiting_consumer_is_woken_by_its_record_and_runs_once(redis_workers, 
     (waiting, *_) = events.of(consumer_task_id(run.id, "model.watcher.base"), "task-received")
     assert waiting.get("eta"), waiting
 
-    # The waiting copy arriving after its node resolved is dropped without touching the task.
+    # A waiting copy whose countdown ends after its node resolved is dropped unrun, the task untouched.
     uid = "model.watcher.slow_a"
-    before = redis_app.AsyncResult(consumer_task_id(run.id, uid))._get_task_meta()
+    task_id = consumer_task_id(run.id, uid)
+    before = redis_app.AsyncResult(task_id)._get_task_meta()
     with CeleryEvents(redis_app) as late:
-        send_consumer(redis_app, run.id, GraphNode.placeholder(uid))
+        send_consumer(redis_app, run.id, GraphNode.placeholder(uid), countdown=1.0)
         probe = submit(watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("base",)), app=redis_app)
-        assert probe.wait(RUN_TIMEOUT).state == "success"  # the stale copy was consumed before this run ended
-    assert late.of(consumer_task_id(run.id, uid), "task-received")
-    assert redis_app.AsyncResult(consumer_task_id(run.id, uid))._get_task_meta() == before
-    assert late.of(consumer_task_id(run.id, uid), "task-succeeded") == []
+        assert probe.wait(RUN_TIMEOUT).state == "success"  # a dbt build: the 1 s countdown has passed
+    (received,) = late.of(task_id, "task-received")
+    assert received.get("eta")
+    assert late.of(task_id) == [received]  # never started: no task-started, -succeeded or -revoked
+    assert redis_app.AsyncResult(task_id)._get_task_meta() == before
+    with redis_app.connection() as connection:  # and acknowledged (the run's own copies wait an hour)
+        unacked = [json.loads(value)[0]["headers"] for value in connection.default_channel.client.hvals("unacked")]
+    assert [(headers["id"], headers["eta"]) for headers in unacked if headers["id"] == task_id]  # the run's own
+    assert (task_id, received["eta"]) not in [(headers["id"], headers["eta"]) for headers in unacked]
 
 
 def test_restored_handle_sees_the_same_run(redis_workers, redis_app, watcher_project, tmp_path):

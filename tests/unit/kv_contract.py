@@ -31,3 +31,15 @@ def check_claims_under_contention(kv: KeyValue, key: str) -> None:
     with ThreadPoolExecutor(8) as pool:
         granted = list(pool.map(lambda n: set_if_absent(kv, key, str(n).encode()), range(32)))
     assert granted.count(True) == 1
+
+
+def check_add_many(kv: KeyValue, prefix: str = "") -> None:
+    kv.set_many({f"{prefix}taken": b"old"})
+    keys = [f"{prefix}taken", f"{prefix}new1", f"{prefix}new2"]
+    assert kv.add_many({key: b"mine" for key in keys}) == [False, True, True]
+    assert kv.get_many(keys) == [b"old", b"mine", b"mine"]  # a taken key keeps its value
+    assert kv.add_many({key: b"again" for key in keys}) == [False, False, False]
+    assert kv.add_many({}) == []
+    with ThreadPoolExecutor(8) as pool:  # each key granted to exactly one of the contenders
+        grants = list(pool.map(lambda n: kv.add_many({f"{prefix}c{i}": str(n).encode() for i in range(5)}), range(16)))
+    assert [sum(grant[i] for grant in grants) for i in range(5)] == [1] * 5

@@ -71,7 +71,7 @@ def test_only_selects_parts_and_quick_shrinks_every_profile():
     assert config.cases == [("light", size) for size in PROFILES["light"].quick_sizes]
     assert config.reps == 1 and config.embedded_pairs == 1
     full = parse_args([])
-    assert full.cases == [("light", 200), ("light", 1000), ("heavy", 50), ("heavy", 200), ("views", 1000)]
+    assert full.cases == [("light", 200), ("light", 1000), ("heavy", 50), ("heavy", 200), ("views", 2500)]
     assert full.reps_for(200) == 3 and full.reps_for(1000) == 1
 
 

@@ -25,6 +25,10 @@ def test_claims_are_granted_once_under_contention(kv):
     kv_contract.check_claims_under_contention(kv, "claim")
 
 
+def test_add_many_writes_only_absent_keys(kv):
+    kv_contract.check_add_many(kv)
+
+
 def test_sqlite_values_are_shared_by_two_handles_on_one_file(tmp_path):
     first, second = SQLiteKV(tmp_path / "s.sqlite"), SQLiteKV(tmp_path / "s.sqlite")
     first.set_many({"k": b"v"})

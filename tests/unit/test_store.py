@@ -84,6 +84,28 @@ def test_the_first_outcome_wins(store):
     assert store.outcomes("r", ["model.p.a"])["model.p.a"].state is NodeState.SUCCESS
 
 
+def test_resolving_a_node_records_its_outcome_and_its_report_claim_together(store):
+    assert store.resolve("r", "model.p.a", NodeOutcome(NodeState.SUCCESS, "success"))
+    assert not store.resolve("r", "model.p.a", NodeOutcome(NodeState.FAILED, "node_failed"))  # a second copy
+    assert store.outcomes("r", ["model.p.a"])["model.p.a"].state is NodeState.SUCCESS
+    assert not store.claim_report("r", "model.p.a")  # taken with the outcome
+    # An outcome another party recorded (the watchdog, a failed upstream) is reported, not resolved again.
+    assert store.put_outcome("r", "model.p.b", NodeOutcome(NodeState.UPSTREAM_FAILED, "upstream_failed"))
+    assert not store.resolve("r", "model.p.b", NodeOutcome(NodeState.SUCCESS, "success"))
+    assert store.claim_report("r", "model.p.b")
+
+
+def test_claim_many_grants_each_claim_once(store):
+    assert store.claim("r", "enqueue_a")
+    assert store.claim_many("r", ["enqueue_a", "enqueue_b", "enqueue_c"]) == ["enqueue_b", "enqueue_c"]
+    assert store.claim_many("r", ["enqueue_b"]) == []
+    assert set(store.claims("r", ["enqueue_a", "enqueue_b", "enqueue_c", "enqueue_d"])) == {
+        "enqueue_a",
+        "enqueue_b",
+        "enqueue_c",
+    }
+
+
 def test_a_lease_has_one_holder_at_a_time_and_generations_grow(store):
     first = store.acquire("r", PRODUCER_LEASE, "one", ttl=10, now=100)
     assert first is not None and first.generation == 1
