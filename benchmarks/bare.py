@@ -2,7 +2,8 @@
 
 ``celery -A benchmarks.bare worker -P threads -c 4 -E`` on the same Redis broker, with the same
 flags as the consumer worker but none of dbt-celery's code: what is left of the consumer
-worker's RSS above this is dbt-celery's (and its messages').
+worker's RSS above this is dbt-celery's (and its messages'). Its tasks store their results in
+the broker's Redis, as a consumer does, so its CPU per task is the floor of one Celery task.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from celery import Celery
 BARE_QUEUE = "bench.bare"
 NOOP_TASK = "bench_bare.noop"
 
-app = Celery("bench_bare", broker=os.environ.get("CELERY_BROKER_URL"), set_as_current=False)
+_BROKER = os.environ.get("CELERY_BROKER_URL")
+app = Celery(
+    "bench_bare", broker=_BROKER, backend=os.environ.get("CELERY_RESULT_BACKEND") or _BROKER, set_as_current=False
+)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_default_queue=BARE_QUEUE,
-    task_ignore_result=True,
+    task_ignore_result=False,  # stored, as a consumer's result is: the CPU floor of one Celery task here
     worker_send_task_events=True,
     broker_connection_retry_on_startup=True,
 )

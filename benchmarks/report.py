@@ -240,6 +240,13 @@ WAITING_COPY = (
 )
 
 
+def _floor_ms(floor: dict[str, Any]) -> float | None:
+    """CPU milliseconds per no-op task of the bare Celery worker (None when not measured)."""
+    if not floor.get("cpu_seconds") or not floor.get("tasks_started"):
+        return None
+    return float(floor["cpu_seconds"]) / floor["tasks_started"] * 1000
+
+
 def _executions_in_all(summary: dict[str, Any]) -> float:
     """Executions per node, counting the waiting copies that ran after the run's window when they were counted."""
     return float(summary.get("executions_all_per_node") or summary["executions_per_node"])
@@ -325,6 +332,14 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
             f"per node, {s['executions_per_node']:.2f} executions and {s['deliveries_per_node']:.2f} deliveries per node, "
             f"{s['redis_total_per_node']:.0f} Redis commands per node)."
         )
+        floor_ms = _floor_ms(results.get("floor") or {})
+        if floor_ms:
+            text += (
+                f" A bare `celery worker` with the same flags spent {floor_ms:.1f} ms of CPU per no-op task (delivered, "
+                f"executed, result stored, events on): a node's {s['deliveries_per_node']:.0f} deliveries and "
+                f"{s['executions_per_node']:.0f} execution cost the consumer "
+                f"{s['cpu']['consumer'] / s['nodes'] * 1000 / floor_ms:.1f}× that floor."
+            )
         if consumer:
             text += (
                 f" In the consumer worker's profile ({results['cpu_profile']['case']}), dbt-celery's code is on the stack in "
@@ -691,7 +706,12 @@ def _memory_section(results: dict[str, Any], cases: list[tuple[str, dict[str, An
         lines.append(
             f"- Floor: a bare `celery -A benchmarks.bare worker -P threads -c 4 -E` (a trivial app, same broker and "
             f"flags) took {floor['rss_after_start'] / MB:.0f} MB after start and {floor['rss_after_tasks'] / MB:.0f} MB "
-            f"after {floor['tasks_started']:,} of {floor['tasks']:,} no-op tasks (peak {floor['peak_rss'] / MB:.0f} MB)."
+            f"after {floor['tasks_started']:,} of {floor['tasks']:,} no-op tasks (peak {floor['peak_rss'] / MB:.0f} MB)"
+            + (
+                f", and {_floor_ms(floor):.1f} ms of CPU per task (result stored, events on)."
+                if _floor_ms(floor)
+                else "."
+            )
         )
     producer_start, producer = results.get("producer_probe_start"), results.get("producer_probe_end")
     if producer:

@@ -161,4 +161,6 @@ def create_app(settings: Mapping[str, Any] | None = None, *, main: str = "dbt_ce
     app.conf.update({**_DEFAULTS, **(settings if settings is not None else load_settings())})
     if "pickle" in (app.conf.accept_content or []):
         raise ConfigurationError("dbt-celery refuses pickle: set accept_content to ['json']")
+    import dbt_celery.celery.tasks  # noqa: F401 - registers the shared tasks, so a client app can send them
+
     return app

@@ -25,7 +25,7 @@ from dbt_celery.celery.consumer import Consumer
 from dbt_celery.celery.kombu_fix import keep_workers_alive_across_redis_restarts
 from dbt_celery.celery.messages import WATCH_INTERVAL, enqueue, resend, send_run, wake_consumers
 from dbt_celery.celery.signals import announce, run_finished, run_started
-from dbt_celery.celery.watchdog import tend
+from dbt_celery.celery.watchdog import tend, tend_while_building
 from dbt_celery.core.overlap import Admission, admit, check_policy, location_key, take_turn, target_key
 from dbt_celery.core.plan import (
     consumer_task_id,
@@ -81,7 +81,7 @@ def produce(self: Task, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
             run_id,
             run_spec,
             lambda plan, ids: enqueue(self.app, plan.run_id, plan.nodes, ids, idle_wait=run_spec.idle_countdown),
-            on_beat=_every(WATCH_INTERVAL, lambda: tend(self.app, run_id, by_watchdog=False)),
+            on_beat=_every(WATCH_INTERVAL, lambda: tend_while_building(self.app, run_id)),
             keep_workspaces_for=store.kv_expires,
             wake=lambda plan, ids: wake_consumers(self.app, run_id, {uid: plan.nodes[uid] for uid in ids}),
             on_progress=_ProgressReport(self, run_id),

@@ -3,7 +3,8 @@
 :func:`tend` re-sends consumers that went silent or were never sent, resumes a dead
 producer, and ends the open nodes of a run past its deadline. The ``dbt_celery.watch``
 task runs it every :data:`~dbt_celery.celery.messages.WATCH_INTERVAL` seconds; the
-producer runs it on its beat, and a waiting :meth:`~dbt_celery.run.DbtRun.wait` too.
+producer runs it on its beat (:func:`tend_while_building`), and a waiting
+:meth:`~dbt_celery.run.DbtRun.wait` too.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def tend(app: Celery, run_id: str, *, by_watchdog: bool) -> None:
         _expire(app, store, run_id, list(planned))
     else:
         _rearm(app, store, run_id, list(planned), spec, now)
+
+
+def tend_while_building(app: Celery, run_id: str) -> None:
+    """A building producer's round, on its beat: it keeps the run moving, and counts as the watchdog meanwhile.
+
+    The watchdog task waits on the producer queue, behind the build on a ``-P solo`` producer
+    worker; the watchdog's mark, set here, keeps consumers and run handles from taking it
+    for dead and sending more watchdogs that would only queue up behind the build too.
+    When the producer dies its beat stops, and the silence is noticed as before.
+    """
+    store_for(app).mark_seen(run_id, WATCHDOG, {})
+    tend(app, run_id, by_watchdog=True)
 
 
 def _rearm(app: Celery, store: StatusStore, run_id: str, uids: list[str], spec: RunSpec, now: float) -> None:

@@ -7,10 +7,12 @@ import uuid
 
 from dbt_celery.celery.backends import store_for
 from dbt_celery.celery.config import create_app, settings_from_env
-from dbt_celery.celery.watchdog import tend
+from dbt_celery.celery.messages import WATCHDOG_SILENCE, revive_watchdog
+from dbt_celery.celery.watchdog import tend, tend_while_building
 from dbt_celery.core.plan import GraphNode, RunPlan
 from dbt_celery.core.records import NodeOutcome, NodeState, ProducerPhase, ProducerState, RunDocument
 from dbt_celery.core.spec import RunSpec
+from dbt_celery.core.store import WATCHDOG
 
 
 def test_a_round_sends_silent_and_stranded_consumers_once(worker_env, redis_client):
@@ -41,5 +43,28 @@ def test_a_round_sends_silent_and_stranded_consumers_once(worker_env, redis_clie
     try:
         assert redis_client.llen(queue) == 2  # b again (it went silent) and c (stranded), once each
         assert store.claims(run_id, ["enqueue_model.p.c"])  # c is now sent, so never sent twice
+    finally:
+        redis_client.delete(queue)
+
+
+def test_a_building_producer_counts_as_its_runs_watchdog(worker_env, redis_client):
+    # The watchdog task queues behind a build on a solo producer worker: the producer's beat
+    # marks the run tended, so a consumer noticing the watchdog's silence sends no new one.
+    queue = f"test-tend-{uuid.uuid4().hex[:8]}"  # the producer queue here: no worker reads it
+    app = create_app({**settings_from_env(worker_env), "dbt_celery_producer_queue": queue})
+    store = store_for(app)
+    run_id, spec, now = str(uuid.uuid4()), RunSpec(project_dir="/nowhere"), time.time()
+    store.put_run(run_id, RunDocument(spec.to_dict(), now, now + 600))
+    store.put_producer(run_id, ProducerState(ProducerPhase.FINISHED, now))
+    silent_since = now - 2 * WATCHDOG_SILENCE
+    store.mark_seen(run_id, WATCHDOG, {})
+    try:
+        revive_watchdog(app, store, run_id, spec, silent_since)  # silent for long: a new watchdog goes out
+        assert redis_client.llen(queue) == 1
+        tend_while_building(app, run_id)  # the producer's beat
+        seen_at = store.seen(run_id, [WATCHDOG])[WATCHDOG]["at"]
+        assert seen_at >= now
+        revive_watchdog(app, store, run_id, spec, seen_at)  # what a consumer reads now: not silent
+        assert redis_client.llen(queue) == 1
     finally:
         redis_client.delete(queue)
