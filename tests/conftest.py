@@ -34,23 +34,12 @@ REDIS_SERVER = os.environ.get("DBT_CELERY_TEST_REDIS_SERVER", "redis://127.0.0.1
 CLAIM_KEY = "dbt-celery-test-suite"
 
 
-#: Modules that use the one RabbitMQ broker (fixed queue names): never run at once under xdist.
-RABBITMQ_MODULES = ("test_rabbitmq.py", "test_rabbitmq_broker.py")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its layer, from its folder, and its xdist group (its module).
-
-    Under ``-n 2 --dist loadgroup`` (the README's test command) a module's tests run in one
-    process, in order, sharing its warm workers; the RabbitMQ modules share one group.
-    """
+    """Mark every test with its layer, from its folder."""
     for item in items:
-        path = Path(str(item.fspath))
-        if path.parent.name in LAYERS:
-            item.add_marker(getattr(pytest.mark, path.parent.name))
-        group = "rabbitmq" if path.name in RABBITMQ_MODULES else f"{path.parent.name}/{path.name}"
-        item.add_marker(pytest.mark.xdist_group(group))
+        layer = Path(str(item.fspath)).parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
 
 
 def free_redis_db(server: str = REDIS_SERVER) -> int:

@@ -102,7 +102,8 @@ def test_a_countdown_held_past_consumer_timeout_costs_the_worker_its_channel(
             long = submit(audited_spec(audited_project, audit, sleep=0.2, threads=1, idle_wait=12.0), app=app)
             long_status = long.wait(timeout=180)
             assert long_status.state == "success"
-            _wait_for_text(consumer_log, ACK_TIMED_OUT, workers)
+            # RabbitMQ checks on its channel ticks; on a loaded machine (two pytest processes) it took over a minute.
+            _wait_for_text(consumer_log, ACK_TIMED_OUT, workers, timeout=180.0)
             # The messages the closed channel held went back to the queue and come to the worker
             # again, once it has reconnected (which on a busy machine takes a while after the loss).
             copies = [f"[{consumer_task_id(long.id, uid)}] received" for uid in long_status.nodes]
