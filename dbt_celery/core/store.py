@@ -154,7 +154,7 @@ class StatusStore:
 
     def claim(self, run_id: str, what: str) -> bool:
         """Take a one-time claim (``what``) in a run; True for the first caller only."""
-        return set_if_absent(self.kv, self.key(run_id, f"claim_{what}"), encode_payload({"at": time.time()}))
+        return bool(self.claim_many(run_id, [what]))
 
     def claim_many(self, run_id: str, whats: Sequence[str]) -> list[str]:
         """Take several one-time claims at once (one round trip); return those this caller took."""
