@@ -71,7 +71,7 @@ from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
 REDIS_HOST = "redis://127.0.0.1:6379"
 SCALE_SIZES = (1_000, 5_000, 10_000)
 #: The case the CPU profile samples, when it is measured (else the first case measured).
-PROFILED_CASE = "light/200"
+PROFILED_CASE = "light/1000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,7 +384,7 @@ def run_redis_parts(config: Config, root: Path, results: dict[str, Any], run_db:
 
 
 def profiled_case(keys: list[str]) -> str:
-    """The case the CPU profile samples: light 200, else the largest light case, else the first one measured."""
+    """The case the CPU profile samples: light 1000, else the largest light case, else the first one measured."""
     if PROFILED_CASE in keys:
         return PROFILED_CASE
     light = [key for key in keys if key.startswith("light/")]

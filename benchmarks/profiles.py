@@ -55,7 +55,7 @@ PROFILES: dict[str, Profile] = {
         sizes=(200, 1_000),
         quick_sizes=(20, 100),
         rows=2_000,
-        alone=(200,),
+        alone=(200, 1_000),
     ),
     "heavy": Profile(
         "heavy",

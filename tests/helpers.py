@@ -58,16 +58,21 @@ def copy_project(name: str | Path, destination: Path) -> Path:
 class CeleryEvents:
     """Every Celery event the workers send while the block runs, as a list of dicts (a real event receiver)."""
 
+    #: The event this receiver sends itself until it hears it: only then is its subscription live.
+    PROBE = "dbt-celery-test-probe"
+
     def __init__(self, app):
         import threading
 
         self.app, self.events = app, []
         self._ready = threading.Event()
+        self._heard: set[str] = set()
         self._thread = threading.Thread(target=self._receive, daemon=True)
 
     def __enter__(self):
         self._thread.start()
         assert self._ready.wait(10), "the event receiver did not start"
+        self._wait_until_subscribed()
         return self
 
     def __exit__(self, *exc):
@@ -76,10 +81,27 @@ class CeleryEvents:
 
     def _receive(self):
         with self.app.connection() as connection:
-            self._receiver = receiver = self.app.events.Receiver(connection, handlers={"*": self.events.append})
+            self._receiver = receiver = self.app.events.Receiver(connection, handlers={"*": self._handle})
             receiver.on_consume_ready = lambda *args, **kwargs: self._ready.set()
             for _ in receiver.consume(limit=None, timeout=None, wakeup=False, safety_interval=0.2):
                 pass
+
+    def _handle(self, event: dict) -> None:
+        if event.get("type") == self.PROBE:
+            self._heard.add(event.get("marker"))
+        else:
+            self.events.append(event)
+
+    def _wait_until_subscribed(self) -> None:
+        # "Consume ready" comes before Redis has the subscription: an event sent in between is lost.
+        import uuid
+
+        marker, deadline = uuid.uuid4().hex, time.monotonic() + 10
+        with self.app.events.default_dispatcher(enabled=True) as dispatcher:
+            while marker not in self._heard:
+                assert time.monotonic() < deadline, "the event receiver never heard its own probe"
+                dispatcher.send(self.PROBE, marker=marker)
+                time.sleep(0.05)
 
     def of(self, task_id: str, kind: str | None = None) -> list[dict]:
         """The events of one task (of one kind, e.g. ``task-started``)."""

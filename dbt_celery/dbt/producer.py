@@ -12,6 +12,7 @@ never reported is recorded explicitly, so no consumer waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from dbt_celery.core.records import (
 )
 from dbt_celery.core.spec import RunSpec
 from dbt_celery.core.store import PRODUCER_LEASE, HeldLease, StatusStore
+from dbt_celery.dbt import selection
 from dbt_celery.dbt.commands import Workspace, build_command, prune_workspaces
 from dbt_celery.dbt.freshness import stale_source_skips
 from dbt_celery.dbt.invocation import DbtInvocation, events_for_unreported
@@ -142,9 +144,10 @@ class Producer:
         resumed = plan is not None
         selectors: list[str] | None = None
         skips: dict[str, str] = {}
+        linked = None  # dbt's graph with test edges, when this producer selected on the manifest it builds
         if plan is None:
             graph = ProjectGraph.load(self.spec, workspace)
-            plan, manifest = RunPlan(self.run_id, dict(graph.nodes)), graph.manifest
+            plan, manifest, linked = RunPlan(self.run_id, dict(graph.nodes)), graph.manifest, graph.linked
             self._fenced(plan.save(self.store, self.held))
             if self.spec.source_freshness:
                 skips = stale_source_skips(self.spec, workspace, manifest, plan.nodes)
@@ -169,13 +172,15 @@ class Producer:
             manifest=manifest if self.spec.invocation == "in_process" else None,
         )
         self.invocation = invocation
-        for batch in invocation.batches():
-            events = [event for event in batch if event.unique_id in plan.nodes]
-            if events and not self.keeper.lost:
-                if not self.store.put_events(self.run_id, events, self.held):
-                    self.keeper.stop(LOST)  # stops dbt; the loop drains what it still says
-                    continue
-                self._reported(events)
+        reuse = linked is not None and self.spec.invocation == "in_process"
+        with selection.test_edges_reused(manifest, linked) if reuse else contextlib.nullcontext():
+            for batch in invocation.batches():
+                events = [event for event in batch if event.unique_id in plan.nodes]
+                if events and not self.keeper.lost:
+                    if not self.store.put_events(self.run_id, events, self.held):
+                        self.keeper.stop(LOST)  # stops dbt; the loop drains what it still says
+                        continue
+                    self._reported(events)
         return self._finish(workspace, invocation)
 
     def _resume_selection(self, plan: RunPlan) -> list[str]:

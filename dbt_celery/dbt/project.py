@@ -32,6 +32,8 @@ class ProjectGraph:
 
     nodes: Mapping[str, GraphNode]
     manifest: Any = dataclasses.field(default=None, compare=False, repr=False)
+    #: dbt's ``Graph`` of the whole manifest with build's test edges (what a build may reuse).
+    linked: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -92,7 +94,7 @@ class ProjectGraph:
                 children=tuple(sorted(children[uid])),
                 tests=tuple(sorted(_tests_of(manifest, uid, parents))),
             )
-        return cls(nodes=nodes, manifest=manifest)
+        return cls(nodes=nodes, manifest=manifest, linked=full)
 
     def roots(self) -> list[str]:
         """Nodes with no parent in the selection."""

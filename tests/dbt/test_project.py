@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from dbt_celery.core.spec import RunSpec
+from dbt_celery.dbt import selection
 from dbt_celery.dbt.commands import Workspace
 from dbt_celery.dbt.invocation import DbtInvocation, dbt_executable
 from dbt_celery.dbt.project import ProjectGraph, parse_project
@@ -385,6 +386,47 @@ def test_planning_runs_dbt_once(jaffle: Path, vars_graph: ProjectGraph, monkeypa
     graph = ProjectGraph.load(spec, Workspace.create(spec, "project-tests", "one-invocation"))
     assert ORDERS in graph.nodes
     assert commands == ["parse"]
+
+
+def test_a_build_after_planning_schedules_on_the_same_graph_without_linking_test_edges_again(
+    parsed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbt.compilation import Linker
+
+    spec, _, manifest = parsed
+    graph = select(parsed, "reuse-edges")  # what the producer selects on, then builds
+    computed: list[str] = []
+    for algorithm in ("add_test_edges_1", "add_test_edges_2"):
+        real = getattr(Linker, algorithm)
+        # A spy: dbt's own algorithm still runs whenever it is called.
+        monkeypatch.setattr(
+            Linker, algorithm, lambda linker, m, real=real, name=algorithm: (computed.append(name), real(linker, m))[1]
+        )
+
+    def scheduled_graph(label: str) -> dict[str, list[str]]:
+        """Each node's successors in the graph dbt build compiled (its graph_summary.json, test edges included)."""
+        target = Path(spec.project_dir).parent / f"reuse-{label}"
+        args = [
+            "build", "--select", "raw_payments", "--project-dir", spec.project_dir, "--profiles-dir", spec.project_dir,
+            "--target-path", str(target), "--log-path", str(target / "logs"),
+        ]  # fmt: skip
+        invocation = DbtInvocation(args, cwd=spec.project_dir, manifest=manifest)
+        invocation.run()
+        assert invocation.success, f"dbt build ({label}) failed: {invocation.error}"
+        summary = json.loads((target / "graph_summary.json").read_text())["with_test_edges"]
+        names = {index: node["name"] for index, node in summary.items()}
+        return {node["name"]: sorted(names[str(i)] for i in node.get("succ", [])) for node in summary.values()}
+
+    linked_by_dbt = scheduled_graph("linked")
+    assert computed, "a build of its own links the test edges"
+    computed.clear()
+    with selection.test_edges_reused(manifest, graph.linked):
+        reused = scheduled_graph("reused")
+    assert computed == []
+    assert reused == linked_by_dbt
+    assert any(kind == "parent_test" for _, _, kind in graph.linked.graph.edges(data="edge_type"))
+    scheduled_graph("after")  # outside the block dbt links them itself again
+    assert computed
 
 
 def test_the_plan_is_what_a_real_dbt_build_reports(parsed, real_build: RealBuild) -> None:

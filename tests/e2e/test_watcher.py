@@ -208,18 +208,25 @@ def test_a_waiting_consumer_is_woken_by_its_record_and_runs_once(redis_workers, 
     uid = "model.watcher.slow_a"
     task_id = consumer_task_id(run.id, uid)
     before = redis_app.AsyncResult(task_id)._get_task_meta()
+
+    def unacked() -> list[tuple[str, str]]:
+        """(task id, eta) of every message a worker holds unacknowledged."""
+        with redis_app.connection() as connection:
+            values = connection.default_channel.client.hvals("unacked")
+        return [(headers["id"], headers["eta"]) for headers in (json.loads(value)[0]["headers"] for value in values)]
+
     with CeleryEvents(redis_app) as late:
         send_consumer(redis_app, run.id, GraphNode.placeholder(uid), countdown=1.0)
+        (received,) = wait_for(lambda: late.of(task_id, "task-received"), 30, "the worker to receive the copy")
+        assert received.get("eta")
+        # Its countdown over, the copy is acknowledged (the run's own copies wait an hour and stay).
+        wait_for(lambda: (task_id, received["eta"]) not in unacked(), 60, "the waiting copy to be acknowledged")
+        assert [eta for held, eta in unacked() if held == task_id]  # the run's own copy, still on its countdown
+        # A run through the same worker afterwards: any event of a copy that ran would have come by its end.
         probe = submit(watcher_spec(watcher_project, tmp_path / "w.duckdb", select=("base",)), app=redis_app)
-        assert probe.wait(RUN_TIMEOUT).state == "success"  # a dbt build: the 1 s countdown has passed
-    (received,) = late.of(task_id, "task-received")
-    assert received.get("eta")
+        assert probe.wait(RUN_TIMEOUT).state == "success"
     assert late.of(task_id) == [received]  # never started: no task-started, -succeeded or -revoked
     assert redis_app.AsyncResult(task_id)._get_task_meta() == before
-    with redis_app.connection() as connection:  # and acknowledged (the run's own copies wait an hour)
-        unacked = [json.loads(value)[0]["headers"] for value in connection.default_channel.client.hvals("unacked")]
-    assert [(headers["id"], headers["eta"]) for headers in unacked if headers["id"] == task_id]  # the run's own
-    assert (task_id, received["eta"]) not in [(headers["id"], headers["eta"]) for headers in unacked]
 
 
 def test_restored_handle_sees_the_same_run(redis_workers, redis_app, watcher_project, tmp_path):
