@@ -12,7 +12,7 @@ and 200 models, with the naive baseline), ``views`` (2,500 trivial views and the
 5,002 nodes, ~20 minutes on 2 CPUs; ``--views 1000`` for 2,002) and ``embedded`` (``dbt-celery run examples/jaffle_shop`` against
 ``dbt build``, command line against command line). Each generated size is measured in
 alternating A/B pairs against a plain ``dbt build`` CLI of the same project in the same
-run (3 pairs below 500 models, 1 from there on). Then one extra dbt-celery run is sampled
+run (3 pairs below 500 models, 2 up to 2,000, 1 beyond). Then one extra dbt-celery run is sampled
 with py-spy (not in the ratios) to say where the CPU goes.
 
 Needs Redis on 127.0.0.1:6379 for all but ``embedded``; uses (and flushes) only two
@@ -60,7 +60,7 @@ from benchmarks.measure import (
     run_timed,
     sample_nodes,
 )
-from benchmarks.profiles import LARGE, PARTS, PROFILES, case_key, parse_parts, parse_sizes
+from benchmarks.profiles import HUGE, LARGE, PARTS, PROFILES, case_key, parse_parts, parse_sizes
 from benchmarks.recovery import measure_recovery, recovery_lines
 from benchmarks.report import TARGETS, embedded_lines, ratio_lines, summarize_case, targets, write_markdown
 from benchmarks.scale import measure_scale
@@ -97,8 +97,8 @@ class Config:
     wait_interval: float = WAIT_INTERVAL
 
     def reps_for(self, models: int) -> int:
-        """A/B pairs at one size (one at LARGE models and beyond)."""
-        return 1 if models >= LARGE else self.reps
+        """A/B pairs at one size (at most two from LARGE models on, one from HUGE on)."""
+        return 1 if models >= HUGE else min(self.reps, 2) if models >= LARGE else self.reps
 
     @property
     def cases(self) -> list[tuple[str, int]]:

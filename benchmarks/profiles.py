@@ -23,8 +23,10 @@ import dataclasses
 
 from benchmarks.generate import DEFAULT_ROWS, Shape
 
-#: Model counts from which on one repetition (A/B pair) is enough: a plain build takes minutes there.
+#: Model counts from which on two repetitions (A/B pairs) are measured: a plain build takes a minute there.
 LARGE = 500
+#: Model counts from which on one repetition is measured: a plain build takes several minutes there.
+HUGE = 2_000
 #: Every part ``--only`` accepts, in the order they run.
 PARTS = ("light", "heavy", "views", "embedded")
 

@@ -557,7 +557,7 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     add(
         f"- settings: {cfg['threads']} dbt threads for both approaches, {cfg['seeds']} seeds, up to {cfg['reps']} A/B "
-        "pair(s) per size below 500 models and 1 from there on (order alternated), naive baseline "
+        "pair(s) per size below 500 models, 2 up to 2,000 and 1 beyond (order alternated), naive baseline "
         + ("run in full" if cfg["naive_full"] else f"sampled on {cfg['naive_sample']} nodes")
         + (f", Redis DB {cfg['redis_db']} (R4: DB {cfg['scale_db']})" if cfg.get("redis_db") is not None else "")
     )
@@ -854,9 +854,10 @@ def _method_section() -> list[str]:
         "threads -c 4`, both `-E --without-gossip --without-mingle --include benchmarks.naive`, warmed with two small "
         "runs first.",
         f"- Stale copies: a dbt-celery run's waiting consumer copies still on their countdown ({DEFAULT_IDLE_WAIT:g} s) "
-        "when it ends execute during the next measurement, a plain build or a dbt-celery run, which they slow a "
-        "little (the A/B order alternates, so both kinds get some). The harness does not wait them out between runs "
-        "(that would add half a minute per run); it counts them per run once they have run.",
+        "when it ends come due during the next measurement, a plain build or a dbt-celery run; the consumer worker "
+        "then drops them unrun (an acknowledgement each), or, where one still executes, it slows that measurement "
+        "a little (the A/B order alternates, so both kinds get some). The harness does not wait them out between "
+        "runs (that would add half a minute per run); it counts the executions per run once their countdown passed.",
         "- Redis: the harness picks two databases that hold no keys and have no client connected (`--redis-db` names "
         "one) and flushes only those. Every run checks that the producer ran in this harness's own worker, so a "
         "foreign worker on the same database fails the benchmark instead of skewing it.",

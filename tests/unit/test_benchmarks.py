@@ -72,10 +72,11 @@ def test_only_selects_parts_and_quick_shrinks_every_profile():
     assert config.reps == 1 and config.embedded_pairs == 1
     full = parse_args([])
     assert full.cases == [("light", 200), ("light", 1000), ("heavy", 50), ("heavy", 200), ("views", 2500)]
-    assert full.reps_for(200) == 3 and full.reps_for(1000) == 1
+    assert full.reps_for(200) == 3 and full.reps_for(1000) == 2 and full.reps_for(2500) == 1
 
 
-def test_the_cpu_profile_samples_light_200_or_the_largest_light_case():
+def test_the_cpu_profile_samples_light_1000_or_the_largest_light_case():
+    assert profiled_case(["light/20", "light/1000", "heavy/50"]) == "light/1000"
     assert profiled_case(["light/20", "light/200", "heavy/50"]) == "light/200"
     assert profiled_case(["light/20", "light/100", "views/150"]) == "light/100"
     assert profiled_case(["heavy/20", "views/150"]) == "heavy/20"
