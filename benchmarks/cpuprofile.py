@@ -29,6 +29,8 @@ MACHINERY = frozenset({"celery", "kombu", "billiard", "amqp", "vine"})
 #: The innermost-frame share of the samples with no dbt-celery frame at all.
 OUTSIDE = "(no dbt-celery frame)"
 NOT_PACKAGES = frozenset({"stdlib", "import", "script", "?"})
+#: The dbt function one of its threads runs a node under (``GraphRunnableTask.call_runner``).
+NODE_RUN = "call_runner"
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -118,7 +120,7 @@ def package_of(file: str) -> str:
 
 
 def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
-    """Shares of the samples by package (self and inclusive) and by innermost dbt-celery frame.
+    """Shares of the samples by package (self and inclusive), by innermost dbt-celery frame, and in dbt's node threads.
 
     The innermost dbt-celery frame of a sample says which of dbt-celery's operations the
     time was spent under (a store read, a message sent, dbt's build), whatever ran below it;
@@ -131,6 +133,7 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
     self_functions: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
     machinery: collections.Counter[str] = collections.Counter()
+    node_threads: collections.Counter[str] = collections.Counter()  # leaf functions under dbt's node runs
     for line in lines:
         stack, _, count_text = line.rstrip().rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -149,6 +152,8 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         if not mine:
             celery = [f"{function} ({package_of(file)})" for function, file in frames if _is_machinery(file)]
             machinery[celery[-1] if celery else "(none of them)"] += count
+        if any(function.endswith(NODE_RUN) and "dbt/task/" in file for function, file in frames):
+            node_threads[f"{function} ({leaf})"] += count
 
     def shares(counter: collections.Counter[str]) -> list[tuple[str, float]]:
         return [(name, count / total) for name, count in counter.most_common(top)] if total else []
@@ -160,6 +165,11 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         "self_functions": shares(self_functions),
         "dbt_celery_innermost": shares(ours),
         "machinery_innermost": shares(machinery),
+        # Samples are per thread at one rate, so two processes' counts compare as thread-seconds.
+        "dbt_node_thread_samples": sum(node_threads.values()),
+        "dbt_node_thread_functions": [
+            (name, count / sum(node_threads.values())) for name, count in node_threads.most_common(top)
+        ],
     }
 
 

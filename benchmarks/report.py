@@ -262,6 +262,19 @@ def _profile(results: dict[str, Any], role: str) -> dict[str, Any] | None:
     return summary if summary and summary.get("samples") else None
 
 
+def _node_thread_text(producer: dict[str, Any], cli: dict[str, Any]) -> str:
+    """What dbt's own node threads did in the producer against the plain build (empty for older profiles)."""
+    ours, theirs = producer.get("dbt_node_thread_samples"), cli.get("dbt_node_thread_samples")
+    if not ours or not theirs:
+        return ""
+    return (
+        f" dbt's node threads (the stacks under its `call_runner`) were sampled {ours:,} times in the producer "
+        f"against {theirs:,} in the plain build ({ours / theirs:.2f}×; one rate per thread, so thread-seconds "
+        f"compare, waiting for the GIL or a lock included); by leaf function, producer "
+        f"{_shares(producer['dbt_node_thread_functions'], 4)}; plain build {_shares(cli['dbt_node_thread_functions'], 4)}."
+    )
+
+
 def _inclusive(summary: dict[str, Any] | None, package: str) -> float:
     return dict(summary["inclusive_packages"]).get(package, 0.0) if summary else 0.0
 
@@ -311,6 +324,7 @@ def miss_notes(results: dict[str, Any], met: dict[str, tuple[bool | None, str]])
                 f"{_inclusive(producer, 'celery') + _inclusive(producer, 'kombu'):.0%} (overlapping); by innermost "
                 f"dbt-celery function: {_shares(producer['dbt_celery_innermost'])}. Leaf packages: producer "
                 f"{_shares(producer['self_packages'])}; plain `dbt build` {_shares(cli['self_packages'])}."
+                + _node_thread_text(producer, cli)
             )
     if met["executions"][0] is False:
         for key, s in summaries:

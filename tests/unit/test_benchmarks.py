@@ -62,6 +62,22 @@ def test_collapsed_stacks_give_self_and_inclusive_shares():
     assert dict(summary["inclusive_packages"])["dbt_celery"] == 0.6
     assert dict(summary["dbt_celery_innermost"]) == {"dbt_celery.core.store.poll": 0.6, "(no dbt-celery frame)": 0.4}
     assert dict(summary["machinery_innermost"]) == {"poll (kombu)": 0.4}
+    assert summary["dbt_node_thread_samples"] == 0
+
+
+def test_samples_under_dbts_node_runs_are_counted_with_their_leaf_functions():
+    node = f"worker (/py/lib/python3.11/multiprocessing/pool.py:125);GraphRunnableTask.call_runner ({SITE}/dbt/task/runnable.py:254)"
+    lines = [
+        f"{node};Handler.acquire (/py/lib/python3.11/logging/__init__.py:922) 3",
+        f"{node};DuckDBCursorWrapper.execute ({SITE}/dbt/adapters/duckdb/environments/__init__.py:50) 1",
+        f"invoke (/w/dbt_celery/dbt/invocation.py:114);compile ({SITE}/dbt/compilation.py:680) 4",
+    ]
+    summary = summarize_collapsed(lines)
+    assert summary["dbt_node_thread_samples"] == 4
+    assert dict(summary["dbt_node_thread_functions"]) == {
+        "Handler.acquire (stdlib.logging)": 0.75,
+        "DuckDBCursorWrapper.execute (dbt.adapters)": 0.25,
+    }
 
 
 # -- options ------------------------------------------------------------------------------------
