@@ -262,17 +262,32 @@ def _profile(results: dict[str, Any], role: str) -> dict[str, Any] | None:
     return summary if summary and summary.get("samples") else None
 
 
+#: Shares of one leaf function that differ less than this count as the same.
+SAME_SHARE = 0.05
+
+
 def _node_thread_text(producer: dict[str, Any], cli: dict[str, Any]) -> str:
     """What dbt's own node threads did in the producer against the plain build (empty for older profiles)."""
     ours, theirs = producer.get("dbt_node_thread_samples"), cli.get("dbt_node_thread_samples")
     if not ours or not theirs:
         return ""
-    return (
+    text = (
         f" dbt's node threads (the stacks under its `call_runner`) were sampled {ours:,} times in the producer "
         f"against {theirs:,} in the plain build ({ours / theirs:.2f}×; one rate per thread, so thread-seconds "
         f"compare, waiting for the GIL or a lock included); by leaf function, producer "
         f"{_shares(producer['dbt_node_thread_functions'], 4)}; plain build {_shares(cli['dbt_node_thread_functions'], 4)}."
     )
+    plain = dict(cli["dbt_node_thread_functions"])
+    shift = max(
+        (abs(share - plain.get(name, 0.0)) for name, share in producer["dbt_node_thread_functions"][:4]), default=1.0
+    )
+    if ours > theirs and shift < SAME_SHARE:
+        text += (
+            " The same functions in nearly the same shares: dbt's threads ran slower as a whole, not in one "
+            "function of dbt-celery's making. They share the producer's GIL with its own work (the dbt-celery "
+            "frames above), and the machine's CPUs with the consumer worker and Redis."
+        )
+    return text
 
 
 def _inclusive(summary: dict[str, Any] | None, package: str) -> float:
