@@ -166,9 +166,9 @@ def summarize_collapsed(lines: Iterable[str], top: int = 12) -> dict[str, Any]:
         "dbt_celery_innermost": shares(ours),
         "machinery_innermost": shares(machinery),
         # Samples are per thread at one rate, so two processes' counts compare as thread-seconds.
-        "dbt_node_thread_samples": sum(node_threads.values()),
+        "dbt_node_thread_samples": node_threads.total(),
         "dbt_node_thread_functions": [
-            (name, count / sum(node_threads.values())) for name, count in node_threads.most_common(top)
+            (name, count / node_threads.total()) for name, count in node_threads.most_common(top)
         ],
     }
 

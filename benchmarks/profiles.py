@@ -9,10 +9,8 @@
   where planning and per-node bookkeeping add up: 2,500 views (5,002 nodes) by default,
   ``--views 1000`` for 2,002 nodes. (Views with tests build faster here than twice as
   many views without: a test on a 10-row view costs less than a view's create-and-rename.)
-  The default stays at 2,002 nodes because a plain ``dbt build`` grows faster than the
-  node count: on the 2-CPU machine this was written on it took about 40 s for 1,002 nodes,
-  115 s for 2,002 and 400 s for 5,002 (dbt-celery 606 s), which alone would take the full
-  run past 25 minutes.
+  A plain ``dbt build`` grows faster than the node count, so this one case takes a good
+  part of the full run (docs/benchmarks.md has its times).
 * ``embedded``: ``dbt-celery run examples/jaffle_shop`` on the embedded default against
   plain ``dbt build`` of the same project, command line against command line.
 """

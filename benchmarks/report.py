@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from benchmarks.charts import MB, draw_charts, ordered_cases
 from benchmarks.measure import WAIT_INTERVAL, percentile
-from benchmarks.profiles import PROFILES
+from benchmarks.profiles import HUGE, LARGE, PROFILES
 from benchmarks.recovery import recovery_ok, timeline_text
 from dbt_celery.core.spec import DEFAULT_IDLE_WAIT
 
@@ -586,7 +586,8 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     add("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     add(
         f"- settings: {cfg['threads']} dbt threads for both approaches, {cfg['seeds']} seeds, up to {cfg['reps']} A/B "
-        "pair(s) per size below 500 models, 2 up to 2,000 and 1 beyond (order alternated), naive baseline "
+        f"pair(s) per size below {LARGE:,} models, {min(cfg['reps'], 2)} below {HUGE:,} and 1 beyond (order alternated), "
+        "naive baseline "
         + ("run in full" if cfg["naive_full"] else f"sampled on {cfg['naive_sample']} nodes")
         + (f", Redis DB {cfg['redis_db']} (R4: DB {cfg['scale_db']})" if cfg.get("redis_db") is not None else "")
     )

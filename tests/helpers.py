@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -94,8 +95,6 @@ class CeleryEvents:
 
     def _wait_until_subscribed(self) -> None:
         # "Consume ready" comes before Redis has the subscription: an event sent in between is lost.
-        import uuid
-
         marker, deadline = uuid.uuid4().hex, time.monotonic() + 10
         with self.app.events.default_dispatcher(enabled=True) as dispatcher:
             while marker not in self._heard:

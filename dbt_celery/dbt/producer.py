@@ -172,8 +172,8 @@ class Producer:
             manifest=manifest if self.spec.invocation == "in_process" else None,
         )
         self.invocation = invocation
-        reuse = linked is not None and self.spec.invocation == "in_process"
-        with selection.test_edges_reused(manifest, linked) if reuse else contextlib.nullcontext():
+        # An in-process build takes the test edges planning linked (a subprocess links its own).
+        with selection.test_edges_reused(manifest, linked) if linked is not None else contextlib.nullcontext():
             for batch in invocation.batches():
                 events = [event for event in batch if event.unique_id in plan.nodes]
                 if events and not self.keeper.lost:

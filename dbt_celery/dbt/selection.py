@@ -29,8 +29,8 @@ from dbt_celery.dbt.commands import Workspace, build_command
 from dbt_celery.dbt.invocation import dbt_exclusively
 from dbt_celery.errors import SelectionError
 
-#: id(manifest) -> the test edges dbt added to its graph, while a build may reuse them.
-_REUSABLE_TEST_EDGES: dict[int, list[tuple[str, str]]] = {}
+#: id(manifest) -> dbt's linked ``Graph`` of it, whose test edges a build on that manifest takes.
+_REUSABLE_GRAPHS: dict[int, Any] = {}
 _REUSE_LOCK = threading.Lock()
 
 
@@ -73,15 +73,14 @@ def test_edges_reused(manifest: Any, graph: Any) -> Iterator[None]:
     copied from it, so the build schedules on exactly the graph it would have linked.
     """
     _wrap_add_test_edges()
-    edges = [(up, down) for up, down, kind in graph.graph.edges(data="edge_type") if kind == "parent_test"]
     # Holding ``manifest`` here keeps its id from being reused while the entry exists.
     with _REUSE_LOCK:
-        _REUSABLE_TEST_EDGES[id(manifest)] = edges
+        _REUSABLE_GRAPHS[id(manifest)] = graph
     try:
         yield
     finally:
         with _REUSE_LOCK:
-            _REUSABLE_TEST_EDGES.pop(id(manifest), None)
+            _REUSABLE_GRAPHS.pop(id(manifest), None)
 
 
 def _wrap_add_test_edges() -> None:
@@ -94,11 +93,14 @@ def _wrap_add_test_edges() -> None:
             return
 
         def add_test_edges(linker: Any, manifest: Any) -> None:
-            edges = _REUSABLE_TEST_EDGES.get(id(manifest))
-            if edges is None:
+            linked = _REUSABLE_GRAPHS.get(id(manifest))
+            if linked is None:
                 original(linker, manifest)
             else:
-                linker.graph.add_edges_from(edges, edge_type="parent_test")
+                edges = linked.graph.edges(data="edge_type")
+                linker.graph.add_edges_from(
+                    ((up, down) for up, down, kind in edges if kind == "parent_test"), edge_type="parent_test"
+                )
 
         add_test_edges.dbt_celery_reuse = True  # type: ignore[attr-defined]
         setattr(Linker, "add_test_edges", add_test_edges)  # noqa: B010 - a method replaced on the class

@@ -396,12 +396,18 @@ def test_a_build_after_planning_schedules_on_the_same_graph_without_linking_test
     spec, _, manifest = parsed
     graph = select(parsed, "reuse-edges")  # what the producer selects on, then builds
     computed: list[str] = []
+
+    def spy(name: str) -> Any:
+        real = getattr(Linker, name)
+
+        def recorded(linker: Linker, given: Any) -> None:
+            computed.append(name)
+            real(linker, given)  # dbt's own algorithm still runs whenever it is called
+
+        return recorded
+
     for algorithm in ("add_test_edges_1", "add_test_edges_2"):
-        real = getattr(Linker, algorithm)
-        # A spy: dbt's own algorithm still runs whenever it is called.
-        monkeypatch.setattr(
-            Linker, algorithm, lambda linker, m, real=real, name=algorithm: (computed.append(name), real(linker, m))[1]
-        )
+        monkeypatch.setattr(Linker, algorithm, spy(algorithm))
 
     def scheduled_graph(label: str) -> dict[str, list[str]]:
         """Each node's successors in the graph dbt build compiled (its graph_summary.json, test edges included)."""
